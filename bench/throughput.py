@@ -1,0 +1,73 @@
+"""Inference throughput of a detector beside its bare backbone, on the same device, batch size and image size.
+
+    python bench/throughput.py --method knn --device cpu --batch-size 32 --image-size 224
+    python bench/throughput.py --method knn --device cuda --batch-size 32 --image-size 224
+
+Prints one JSON object and writes it to bench/results/throughput_<method>_<device>.json. The detector is fitted on
+K=--shots random images first; every timed call gets a fresh tensor, so no cache can help the detector.
+"""
+import argparse, json, platform, sys, time
+from pathlib import Path
+
+import torch
+
+from fsad_nb.core import get_device, autocast, save_json, set_seed
+from fsad_nb.detector import get_detector
+from fsad_nb.backbones import FeatureExtractor
+import fsad_nb.methods.knn  # noqa: F401  (registers knn)
+
+
+def _sync(device):
+    if device.type == "cuda": torch.cuda.synchronize(device)
+
+
+def images_per_second(fn, make_batch, n_batches, device, warmup=2):
+    "Median-free, plain throughput: total images / total seconds over n_batches calls after warm-up."
+    for _ in range(warmup): fn(make_batch())
+    _sync(device)
+    t, n = 0.0, 0
+    for _ in range(n_batches):
+        x = make_batch()
+        _sync(device); t0 = time.perf_counter()
+        fn(x)
+        _sync(device); t += time.perf_counter() - t0; n += len(x)
+    return n / t
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--method", default="knn")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--shots", type=int, default=8)
+    p.add_argument("--n-batches", type=int, default=5)
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+    set_seed(0)
+    dev = get_device(a.device)
+    B, S = a.batch_size, a.image_size
+    make_batch = lambda: torch.rand(B, 3, S, S)  # on the CPU, as a user's data loader hands it over
+
+    fe = FeatureExtractor(a.backbone, device=dev)
+    def backbone(x):
+        with torch.inference_mode(), autocast(dev): return fe(x.to(dev, non_blocking=True))
+    bb = images_per_second(backbone, make_batch, a.n_batches, dev)
+
+    det = get_detector(a.method, device=dev, backbone=a.backbone).fit(torch.rand(a.shots, 3, S, S))
+    dt = images_per_second(lambda x: det.predict(x, batch_size=B), make_batch, a.n_batches, dev)
+
+    res = {"method": a.method, "backbone": a.backbone, "device": str(dev),
+           "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+           "threads": torch.get_num_threads(), "batch_size": B, "image_size": S, "shots": a.shots,
+           "backbone_img_per_s": round(bb, 2), "detector_img_per_s": round(dt, 2), "ratio": round(dt / bb, 3),
+           "torch": torch.__version__}
+    print(json.dumps(res, indent=2))
+    out = Path(a.out or Path(__file__).parent/"results"/f"throughput_{a.method}_{dev.type}.json")
+    save_json(out, res)
+    return res
+
+
+if __name__ == "__main__":
+    main()
