@@ -2,6 +2,9 @@
 
     python bench/throughput.py --method knn --device cpu --batch-size 32 --image-size 224
     python bench/throughput.py --method knn --device cuda --batch-size 32 --image-size 224
+    python bench/throughput.py --method regad --device cpu --batch-size 32 --image-size 224
+    python bench/throughput.py --method dfd --device cuda --batch-size 32 --image-size 224 --shots 2
+    python bench/throughput.py --method dfd --device cpu --shots 2 --set n_augment=2 epochs=1   # a quick fit on a CPU
 
 Prints one JSON object and writes it to bench/results/throughput_<method>_<device>.json. The detector is fitted on
 K=--shots random images first; every timed call gets a fresh tensor, so no cache can help the detector.
@@ -15,6 +18,9 @@ from fsad_nb.core import get_device, autocast, save_json, set_seed
 from fsad_nb.detector import get_detector
 from fsad_nb.backbones import FeatureExtractor
 import fsad_nb.methods.knn  # noqa: F401  (registers knn)
+import fsad_nb.methods.regad  # noqa: F401  (registers regad)
+import fsad_nb.methods.dfd  # noqa: F401  (registers dfd, simplenet)
+from fsad_nb.cli import parse_overrides
 
 
 def _sync(device):
@@ -43,8 +49,11 @@ def main(argv=None):
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--shots", type=int, default=8)
     p.add_argument("--n-batches", type=int, default=5)
+    p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="config overrides of the method, as in `fsad run` (e.g. a short fit: n_augment=2 epochs=1)")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
+    over = parse_overrides(a.method, a.set, a.backbone)
     set_seed(0)
     dev = get_device(a.device)
     B, S = a.batch_size, a.image_size
@@ -55,12 +64,12 @@ def main(argv=None):
         with torch.inference_mode(), autocast(dev): return fe(x.to(dev, non_blocking=True))
     bb = images_per_second(backbone, make_batch, a.n_batches, dev)
 
-    det = get_detector(a.method, device=dev, backbone=a.backbone).fit(torch.rand(a.shots, 3, S, S))
+    det = get_detector(a.method, device=dev, **over).fit(torch.rand(a.shots, 3, S, S))
     dt = images_per_second(lambda x: det.predict(x, batch_size=B), make_batch, a.n_batches, dev)
 
     res = {"method": a.method, "backbone": a.backbone, "device": str(dev),
            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
-           "threads": torch.get_num_threads(), "batch_size": B, "image_size": S, "shots": a.shots,
+           "threads": torch.get_num_threads(), "batch_size": B, "image_size": S, "shots": a.shots, "overrides": over,
            "backbone_img_per_s": round(bb, 2), "detector_img_per_s": round(dt, 2), "ratio": round(dt / bb, 3),
            "torch": torch.__version__}
     print(json.dumps(res, indent=2))
