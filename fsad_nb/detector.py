@@ -6,7 +6,7 @@ Docs: https://fsad-nb.github.io/fsad_nb/detector.html.md"""
 
 # %% ../nbs/07_detector.ipynb #2a45dfc8
 from __future__ import annotations
-import dataclasses, importlib
+import dataclasses, importlib, weakref
 from pathlib import Path
 import numpy as np
 import torch
@@ -90,6 +90,12 @@ class Detector:
         det = det_cls(det_cls.config_cls.from_dict(ckpt["config"]), device=device)
         det.set_state(ckpt["state"]); det.fitted = True
         return det
+
+    def _cached(self, images:torch.Tensor, compute, extra=None):
+        "`compute()` for `images`, reused while the very same, unchanged tensor (and `extra`) comes back."
+        key, c = (images._version, extra), getattr(self, "_cache", None)
+        if c is None or c[0]() is not images or c[1] != key: self._cache = (weakref.ref(images), key, compute())
+        return self._cache[2]
 
     def _check_images(self, x, what="images"):
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:

@@ -6,7 +6,7 @@ Docs: https://fsad-nb.github.io/fsad_nb/dfd.html.md"""
 
 # %% ../../nbs/12_dfd.ipynb #8b116cce
 from __future__ import annotations
-import dataclasses, math, time, weakref
+import dataclasses, math, time
 import numpy as np
 import torch
 import torch.nn as nn
@@ -449,20 +449,18 @@ def fit(self:DFD, support:torch.Tensor, progress:bool=True):
 
 # %% ../../nbs/12_dfd.ipynb #109419e9
 @patch
-def _tokens_cached(self:DFD, images, batch_size, progress):
-    "Test tokens of `images`, reused while the very same, unchanged tensor comes back."
-    hit = self._cache is not None and self._cache[0]() is images and self._cache[1] == images._version
-    if not hit:
-        it = list(batches(images, batch_size))
-        parts = [self.tokens(x) for x in (progress_bar(it, leave=False) if progress else it)]
-        self._cache = (weakref.ref(images), images._version, torch.cat([p for p, _ in parts], 1), parts[0][1])
-    return self._cache[2], self._cache[3]
+def image_tokens(self:DFD, images, batch_size, progress):
+    "Tokens [bands, N*h*w, C] and grid of test `images`, batch by batch."
+    it = list(batches(images, batch_size))
+    parts = [self.tokens(x) for x in (progress_bar(it, leave=False) if progress else it)]
+    return torch.cat([p for p, _ in parts], 1), parts[0][1]
 
 @patch
 def predict(self:DFD, images:torch.Tensor, batch_size:int=32, progress:bool=False):
     "Image scores [N] and anomaly maps [N,H,W] (numpy): Eq. 15-17, upsampled and smoothed; image score = max."
     if not self.fitted: raise FsadError(f"{self.name}: call fit(support) before predict(images)")
-    P, grid = self._tokens_cached(self._check_images(images), batch_size, progress)
+    images = self._check_images(images)
+    P, grid = self._cached(images, lambda: self.image_tokens(images, batch_size, progress))
     s_gau, s_per = self.branch_scores(P, grid, batch_size)
     stats = self.stats if self.config.normalise == "train" else \
         {k: score_range(s) for k, s in (("gau", s_gau), ("per", s_per)) if s is not None}

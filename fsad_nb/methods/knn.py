@@ -6,7 +6,7 @@ Docs: https://fsad-nb.github.io/fsad_nb/knn.html.md"""
 
 # %% ../../nbs/10_knn.ipynb #ba083fd5
 from __future__ import annotations
-import dataclasses, weakref
+import dataclasses
 import numpy as np
 import torch
 from fastprogress.fastprogress import progress_bar
@@ -49,7 +49,6 @@ class PatchKNN(Detector):
         super().__init__(config, device)
         c = self.config
         self.extractor = FeatureExtractor(c.backbone, weights=c.weights, device=self.device)
-        self._cache = None
 
     @torch.inference_mode()
     def embed(self, images:torch.Tensor, batch_size:int=32, progress:bool=False) -> torch.Tensor:
@@ -63,11 +62,6 @@ class PatchKNN(Detector):
             out.append(embed(fs).float().cpu())
         return torch.cat(out)
 
-    def _embed_cached(self, images, batch_size, progress):
-        hit = self._cache is not None and self._cache[0]() is images and self._cache[1] == images._version
-        if not hit: self._cache = (weakref.ref(images), images._version, self.embed(images, batch_size, progress))
-        return self._cache[2]
-
     def fit(self, support:torch.Tensor):
         "Memory bank = every patch feature of the support images."
         E = self.embed(self._check_images(support, "support"))
@@ -79,7 +73,8 @@ class PatchKNN(Detector):
     def predict(self, images:torch.Tensor, batch_size:int=32, progress:bool=False):
         "Image scores [N] and anomaly maps [N,H,W] (numpy) for images [N,3,H,W]."
         if not self.fitted: raise FsadError("knn: call fit(support) before predict(images)")
-        E = self._embed_cached(self._check_images(images), batch_size, progress)
+        images = self._check_images(images)
+        E = self._cached(images, lambda: self.embed(images, batch_size, progress))
         N, C, h, w = E.shape
         maps = []
         for e in batches(E, batch_size):

@@ -6,7 +6,7 @@ Docs: https://fsad-nb.github.io/fsad_nb/regad.html.md"""
 
 # %% ../../nbs/11_regad.ipynb #d9f23f24
 from __future__ import annotations
-import copy, dataclasses, math, weakref
+import copy, dataclasses, math
 from pathlib import Path
 import numpy as np
 import torch
@@ -306,18 +306,12 @@ def fit(self:RegAD, support:torch.Tensor, batch_size:int=32):
     return self
 
 @patch
-def _embed_cached(self:RegAD, images, batch_size, progress):
-    key = (images._version, self._version)
-    hit = self._cache is not None and self._cache[0]() is images and self._cache[1] == key
-    if not hit: self._cache = (weakref.ref(images), key, self.embed(images, batch_size, progress))
-    return self._cache[2]
-
-@patch
 @torch.inference_mode()
 def predict(self:RegAD, images:torch.Tensor, batch_size:int=32, progress:bool=False):
     "Image scores [N] and anomaly maps [N,H,W] (numpy): Mahalanobis per position, upsampled and smoothed."
     if not self.fitted: raise FsadError("regad: call fit(support) before predict(images)")
-    E = self._embed_cached(self._check_images(images), batch_size, progress)
+    images = self._check_images(images)
+    E = self._cached(images, lambda: self.embed(images, batch_size, progress), extra=self._version)  # network changes too
     maps = []
     for e in batches(E, batch_size):
         s = mahalanobis(e.to(self.device), self.mu, self.prec, self.config.chunk).view(len(e), *self._grid)
