@@ -1,0 +1,118 @@
+"""Tables of the DFD / SimpleNet protocol runs: each method beside patch-kNN and RegAD on the *same* support rounds,
+and the K=2 component ablations as paired differences to the full model on the same rounds.
+
+    python bench/dfd_tables.py            # reads results/, writes bench/results/dfd_<category>.md and .json
+
+Run directories (as written by `fsad run`, see the README for the commands): results/dfd_lite0,
+results/simplenet_lite0, results/knn_lite0, results/regad_lite0, results/dfd_ablation/<switch>, and the elpv ones.
+A method with fewer rounds than another is compared on the rounds both have, so a row's "rounds" column says
+exactly which support draws the means are over.
+"""
+import argparse, json, sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from fsad_nb.core import save_json, atomic_path                           # noqa: E402
+
+METRICS = ("image_auroc", "pixel_auroc", "aupro")
+NAMES = {"dfd": "DFD", "simplenet": "SimpleNet", "knn": "patch-kNN", "regad": "RegAD"}
+ABLATIONS = {  # run directory under results/dfd_ablation -> (the paper's table, what is switched off)
+    "use_frequency_False": ("Table 6", "no frequency split (original image, one path)"),
+    "bands_high": ("Table 6", "high band only"),
+    "bands_low": ("Table 6", "low band only"),
+    "use_similarity_False": ("Table 4", "no similarity loss"),
+    "use_gaussian_d_False": ("Table 4", "no Gaussian discriminator"),
+    "use_perlin_d_False": ("Table 4", "no Perlin discriminator"),
+    "perlin_d_vit_False": ("Table 5", "Perlin discriminator as a plain MLP"),
+}
+
+
+def rounds_of(run_dir, category, K) -> dict:
+    "{round index: metrics} of the finished rounds of one run at K."
+    out = {}
+    for p in sorted((Path(run_dir)/category/f"k{K}").glob("round*.json")):
+        d = json.loads(p.read_text())
+        if all(k in d for k in METRICS): out[int(p.stem[5:])] = d
+    return out
+
+
+def fmt(v) -> str:
+    v = np.asarray([x for x in v if x is not None], dtype=float)
+    return f"{100 * v.mean():.1f} ± {100 * v.std():.1f}" if len(v) else "–"
+
+
+def method_table(res, category, shots, methods, has_masks) -> tuple[str, dict]:
+    "One row per (method, K), each over the rounds the method shares with the first method at that K."
+    cols = METRICS if has_masks else METRICS[:1]
+    head = "| method | K | " + " | ".join(c.replace("_", " ").replace("auroc", "AUROC").replace("aupro", "AUPRO")
+                                         for c in cols) + " | fit s | rounds |"
+    lines, data = [head, "|" + "---|" * (len(cols) + 4)], {}
+    for K in shots:
+        base = rounds_of(res/methods[0][1], category, K)
+        if not base: continue
+        common = sorted(base)
+        for name, d in methods:
+            rs = rounds_of(res/d, category, K)
+            if not set(common) <= set(rs): continue
+            vals = {m: [rs[r].get(m) for r in common] for m in cols}
+            data[f"{name}/k{K}"] = {**vals, "rounds": common}
+            fit = np.mean([rs[r]["fit_s"] for r in common])
+            lines.append(f"| {NAMES[name]} | {K} | " + " | ".join(fmt(vals[m]) for m in cols)
+                         + f" | {fit:.0f} | {len(common)} ({common[0]}–{common[-1]}) |")
+    return "\n".join(lines) + "\n", data
+
+
+def ablation_table(res, category, K=2) -> tuple[str, dict]:
+    "Each ablation's mean and its paired difference (ablation minus full DFD) over the rounds both have."
+    full = rounds_of(res/"dfd_lite0", category, K)
+    lines = ["| paper | switched off | image AUROC | Δ image | pixel AUROC | Δ pixel | AUPRO | Δ AUPRO | rounds |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    data, used = {}, set()
+    for tag, (table, what) in ABLATIONS.items():
+        rs = rounds_of(res/"dfd_ablation"/tag, category, K)
+        common = sorted(set(rs) & set(full))
+        if not common: continue
+        cells, row = [], {"rounds": common}
+        for m in METRICS:
+            a = np.array([rs[r][m] for r in common]); f = np.array([full[r][m] for r in common])
+            cells += [fmt(a), f"{100 * (a - f).mean():+.1f}"]
+            row[m], row[f"delta_{m}"] = a.tolist(), (a - f).tolist()
+        data[tag] = row; used |= set(common)
+        lines.append(f"| {table} | {what} | " + " | ".join(cells) + f" | {len(common)} |")
+    if used:
+        lines.append("| – | nothing (the full DFD on these rounds) | "
+                     + " | ".join(f"{fmt([full[r][m] for r in sorted(used)])} | 0" for m in METRICS) + f" | {len(used)} |")
+    return "\n".join(lines) + "\n", data
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", default=str(ROOT/"results"))
+    p.add_argument("--out", default=str(ROOT/"bench"/"results"))
+    a = p.parse_args(argv)
+    res, out = Path(a.results), Path(a.out)
+    md = ["# DFD and SimpleNet beside patch-kNN and RegAD (EfficientNet-Lite0, 224 px, CPU budget N=16, 10 epochs)\n"]
+    js = {}
+    t, d = method_table(res, "magnetic_tile", (1, 2, 4),
+                        [("dfd", "dfd_lite0"), ("simplenet", "simplenet_lite0"), ("knn", "knn_lite0"),
+                         ("regad", "regad_lite0")], True)
+    md += ["## magnetic_tile\n", t]; js["magnetic_tile"] = d
+    t, d = ablation_table(res, "magnetic_tile")
+    md += ["## Ablations on magnetic_tile, K=2 (Δ = ablation − full DFD, paired over the same rounds)\n", t]
+    js["ablation_magnetic_tile_k2"] = d
+    for cat in ("elpv_mono", "elpv_poly"):
+        t, d = method_table(res, cat, (2,), [("dfd", "dfd_lite0_elpv"), ("simplenet", "simplenet_lite0_elpv"),
+                                             ("knn", "knn_lite0_elpv"), ("regad", "regad_lite0_elpv")], False)
+        md += [f"## {cat}\n", t]; js[cat] = d
+    text = "\n".join(md)
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out/"dfd_tables.md") as tmp: Path(tmp).write_text(text)
+    save_json(out/"dfd_tables.json", js)
+
+
+if __name__ == "__main__":
+    main()
