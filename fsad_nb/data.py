@@ -19,10 +19,11 @@ from .core import FsadError, atomic_path, save_json, load_json, in_test
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'SYNTHETIC_DEFECTS', 'MVTEC_AD_URL', 'MVTEC_AD_CATEGORIES', 'MPDD_URL', 'VISA_URL', 'DAGM_URL',
+           'FASHION_MNIST_DIR', 'FASHION_MNIST_FILES', 'FASHION_MNIST_CLASSES', 'IDX_IMAGES', 'IDX_LABELS',
            'load_image', 'load_mask', 'MVTecLayout', 'list_categories', 'load_split', 'normal_image_paths',
            'load_images', 'make_synthetic_category', 'file_sha256', 'download', 'extract', 'download_mvtec_ad',
            'download_mpdd', 'visa_to_mvtec', 'download_visa', 'dagm_to_mvtec', 'download_dagm', 'elpv_labels',
-           'make_elpv_categories']
+           'make_elpv_categories', 'read_idx', 'load_fashion_mnist']
 
 # %% ../nbs/01_data.ipynb #2c901034
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -604,3 +605,45 @@ def make_elpv_categories(root, size:int|None=None, test_good_frac:float=0.25, se
             (o/"LABELS_ONLY").write_text("image-level labels only (elpv): no ground_truth masks\n")
         out.append(_build_category(Path(root)/f"elpv_{kind}", meta, build))
     return out
+
+# %% ../nbs/01_data.ipynb #f40299d0
+import gzip
+
+# %% ../nbs/01_data.ipynb #fe32c7b6
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")         # Debian: apt-get install dataset-fashion-mnist
+FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                       "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+IDX_IMAGES, IDX_LABELS = 2051, 2049                                    # magic numbers: bytes in 3 / 1 dimensions
+
+def read_idx(path, magic:int) -> np.ndarray:
+    "A gzip-compressed IDX file as a uint8 array; checks the magic number and that the data fill the header's shape."
+    try:
+        with gzip.open(path, "rb") as f: raw = f.read()
+    except FileNotFoundError: raise FsadError(f"{path}: no such file") from None
+    except (OSError, EOFError, zlib.error) as e: raise FsadError(f"{path}: corrupt or truncated gzip file ({e})") from None
+    ndim, found = magic & 0xFF, int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if found != magic or len(raw) < 4 + 4 * ndim:
+        raise FsadError(f"{path}: not the expected IDX file (magic number {found}, expected {magic})")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise FsadError(f"{path}: the header says {shape} = {int(np.prod(shape))} bytes of data, the file holds {data.size}")
+    return data.reshape(shape)
+
+def _fashion_root(root=None) -> Path:
+    "`root`, else $FSAD_FASHION_MNIST, else Debian's folder."
+    return Path(root) if root is not None else Path(os.environ.get("FSAD_FASHION_MNIST", FASHION_MNIST_DIR))
+
+def load_fashion_mnist(root=None, split:str="train") -> tuple[torch.Tensor, torch.Tensor]:
+    "Fashion-MNIST `split` ('train': 60,000 images, 'test': 10,000) as uint8 images [N,28,28] and int64 labels [N] in 0-9."
+    if split not in FASHION_MNIST_FILES: raise FsadError(f"split={split!r}: must be 'train' or 'test'")
+    paths = [_fashion_root(root)/f for f in FASHION_MNIST_FILES[split]]
+    missing = [p for p in paths if not p.is_file()]
+    if missing: raise FsadError(f"Fashion-MNIST not found: {missing[0]} is missing. Install it with `apt-get install "
+                                f"dataset-fashion-mnist`, or pass root= (or set FSAD_FASHION_MNIST) to the folder of the four .gz files")
+    X, y = read_idx(paths[0], IDX_IMAGES), read_idx(paths[1], IDX_LABELS)
+    if len(X) != len(y): raise FsadError(f"{paths[0]} holds {len(X)} images but {paths[1]} holds {len(y)} labels")
+    if y.size and int(y.max()) > 9: raise FsadError(f"{paths[1]}: label {int(y.max())} outside 0-9")
+    return torch.from_numpy(X.copy()), torch.from_numpy(y.astype(np.int64))

@@ -22,7 +22,7 @@ __all__ = ['REGISTRY', 'METHODS', 'register', 'available_methods', 'method_class
 REGISTRY: dict = {}
 # where the built-in methods live; imported on first use, so `import fsad_nb` stays light
 METHODS = {"knn": "fsad_nb.methods.knn", "regad": "fsad_nb.methods.regad",
-           "dfd": "fsad_nb.methods.dfd", "simplenet": "fsad_nb.methods.dfd"}
+           "dfd": "fsad_nb.methods.dfd", "simplenet": "fsad_nb.methods.dfd", "tdg": "fsad_nb.methods.tdg"}
 
 def register(cls):
     "Class decorator: make a detector available to the protocol and CLI under `cls.name`."
