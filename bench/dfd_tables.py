@@ -61,7 +61,7 @@ def method_table(res, category, shots, methods, has_masks) -> tuple[str, dict]:
             data[f"{name}/k{K}"] = {**vals, "rounds": common}
             fit = np.mean([rs[r]["fit_s"] for r in common])
             lines.append(f"| {NAMES[name]} | {K} | " + " | ".join(fmt(vals[m]) for m in cols)
-                         + f" | {fit:.0f} | {len(common)} ({common[0]}–{common[-1]}) |")
+                         + f" | {fit:.1f} | {len(common)} ({common[0]}–{common[-1]}) |")
     return "\n".join(lines) + "\n", data
 
 
