@@ -94,7 +94,9 @@ def run_category(method:str, root, category:str, out, shots=(1, 2, 4, 8), rounds
             res, scores, maps = run_round(det, support, test, batch_size)
             if on_round: on_round(dict(K=K, round=r, scores=scores, maps=maps, images=images, masks=masks, labels=labels))
             save_json(_round_path(out, category, K, r), {"K": K, "round": r, "support": sets[K][r], **res})
-    return summarise(out, category, shots, rounds, method)
+    every = load_json(Path(out)/category/"run.json")["shots"]             # K of this call and of earlier ones
+    done = max(len(list((Path(out)/category/f"k{K}").glob("round*.json"))) for K in every)
+    return summarise(out, category, every, max(rounds, done), method)    # the summary covers the whole directory
 
 # %% ../nbs/20_protocol.ipynb #c0ca10fb
 def _fmt(m, s): return "–" if np.isnan(m) else f"{100*m:.1f} ± {100*s:.1f}"
