@@ -9,7 +9,9 @@ draws for every method and rerun), a TDG fit on them, and the image AUROC on the
 other nine classes anomalous; `--n-test` scores a fixed random subset instead). The score is Eq. 12 over all patches
 (`score_fraction=None`) unless `--set score_fraction=...` says otherwise. Prints one JSON object and writes it
 atomically to bench/results/tdg_oneclass_<preset>_<device>[_<tag>].json, rewritten after every round so a long run
-can be watched; the per-round AUROC, mean and std per class and K, and fit and predict seconds.
+can be watched; the per-round AUROC, mean and std per class and K, and fit and predict seconds. Rerunning a command
+resumes it: rounds already in the result file (same settings, seed and test subset) are kept and not run again;
+`--fresh` starts over.
 """
 import argparse, json, platform, sys, time
 from pathlib import Path
@@ -34,6 +36,16 @@ def _table(summary) -> str:
     return "\n".join(lines)
 
 
+def _earlier(out:Path, over:dict, a) -> list[dict]:
+    "Rounds of an earlier run written to `out` with the same settings, seed and test subset (none if it differs)."
+    if not out.exists(): return []
+    old = json.loads(out.read_text())
+    if (old.get("overrides"), old.get("seed"), old.get("n_test")) != (over, a.seed, a.n_test):
+        sys.exit(f"{out} holds a run with other settings; pass --fresh to replace it or --tag to write another file")
+    print(f"resuming {out}: {len(old['rounds_detail'])} rounds kept", flush=True)
+    return old["rounds_detail"]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="base settings (paper: the defaults)")
@@ -49,6 +61,7 @@ def main(argv=None):
     p.add_argument("--root", default=None, help="Fashion-MNIST folder (default: $FSAD_FASHION_MNIST or Debian's)")
     p.add_argument("--tag", default="", help="suffix of the result file name")
     p.add_argument("--out", default=None, help="result file (default: bench/results/tdg_oneclass_...json)")
+    p.add_argument("--fresh", action="store_true", help="ignore rounds already in the result file")
     a = p.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
     over = {"score_fraction": None, **PRESETS[a.preset], **parse_overrides("tdg", a.set)}
@@ -59,7 +72,7 @@ def main(argv=None):
     name = f"tdg_oneclass_{a.preset}_{dev.type}" + (f"_{a.tag}" if a.tag else "") + ".json"
     out = Path(a.out) if a.out else Path(__file__).parent/"results"/name
 
-    records, t_start = [], time.perf_counter()
+    records, t_start = _earlier(out, over, a) if not a.fresh else [], time.perf_counter()
     def result():
         return {"method": "tdg", "dataset": "fashion_mnist", "protocol": "one-class (Sec. 4.1)", "preset": a.preset,
                 "overrides": over, "config": config.to_dict(), "device": str(dev),
@@ -75,8 +88,9 @@ def main(argv=None):
         save_json(out, result())
 
     for c in a.classes:
+        done = [(r["K"], r["round"]) for r in records if r["normal_class"] == c]
         one_class_rounds(lambda: TDG(config, device=dev), x_tr, y_tr, x_te, y_te, c, tuple(a.shots), a.rounds, a.seed,
-                         a.n_test, a.batch_size, on_round=on_round, fit_kw={"progress": False})
+                         a.n_test, a.batch_size, on_round=on_round, fit_kw={"progress": False}, skip=done)
     res = result()
     save_json(out, res)
     print(json.dumps({k: v for k, v in res.items() if k != "rounds_detail"}, indent=2))

@@ -499,8 +499,9 @@ def fixed_subset(n:int, n_test:int|None=None, seed:int=0) -> np.ndarray:
 
 def one_class_rounds(make_detector, train_images, train_labels, test_images, test_labels, normal_class:int,
                      shots=(1, 5, 10), rounds:int=10, seed:int=0, n_test:int|None=None, batch_size:int=64,
-                     on_round=None, fit_kw:dict|None=None) -> list[dict]:
+                     on_round=None, fit_kw:dict|None=None, skip=()) -> list[dict]:
     "Sec. 4.1: per K and round, fit `make_detector()` on K images of `normal_class`; AUROC on the test set, other classes anomalous."
+    skip = {(int(K), int(r)) for K, r in skip}              # (K, round) pairs already done elsewhere: resume a long run
     pool = torch.as_tensor(train_labels).eq(normal_class).nonzero().flatten()
     if len(pool) == 0: raise FsadError(f"no training images of class {normal_class}")
     keep = fixed_subset(len(test_labels), n_test, seed)
@@ -509,6 +510,7 @@ def one_class_rounds(make_detector, train_images, train_labels, test_images, tes
     sets, out = support_indices(len(pool), shots, rounds, seed), []
     for K in shots:
         for r in range(rounds):
+            if (K, r) in skip: continue
             set_seed(seed + 1000 * K + r)                  # detectors with seed=None draw from here, as in the protocol
             sup, det = pool[sets[K][r]], make_detector()
             t0 = time.perf_counter(); det.fit(grey_to_rgb(torch.as_tensor(train_images)[sup]), **(fit_kw or {}))
