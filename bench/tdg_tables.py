@@ -27,17 +27,39 @@ def per_class(detail) -> dict:
     return out
 
 
-def oneclass_tables(res, K=5) -> tuple[str, dict]:
-    main = res/f"tdg_oneclass_cpu_cpu_k{K}.json"
-    if not main.exists(): return "", {}
-    full = per_class(json.loads(main.read_text())["rounds_detail"])
-    classes = sorted(c for c, k in full if k == K)
-    lines = ["| normal class | " + " | ".join(f"{c} {FASHION_MNIST_CLASSES[c]}" for c in classes) + " | mean |",
-             "|---|" + "---|" * (len(classes) + 1),
-             "| TDG | " + " | ".join(f"{100 * np.mean(full[c, K]):.1f}" for c in classes)
-             + f" | {100 * np.mean([np.mean(full[c, K]) for c in classes]):.1f} |"]
-    data = {"full": {int(c): full[c, K] for c in classes}}
-    abl = ["| variant (Table 1) | classes | AUROC per class | mean | Δ vs full, same classes |", "|---|---|---|---|---|"]
+MAIN = ("k5", "k1_k10", "k1_k10_b")   # tags of the full-model runs; their rounds are merged
+
+
+def load_rounds(res, tags) -> dict:
+    "{(class, K): [AUROC per round, by round]} merged over the result files of `tags` that exist; a round in two files counts once."
+    by = {}
+    for tag in tags:
+        p = res/f"tdg_oneclass_cpu_cpu_{tag}.json"
+        if p.exists():
+            for r in json.loads(p.read_text())["rounds_detail"]: by[r["normal_class"], r["K"], r["round"]] = r["auroc"]
+    out = {}
+    for (c, K, r) in sorted(by): out.setdefault((c, K), []).append(by[c, K, r])
+    return out
+
+
+def oneclass_table(full) -> str:
+    "Mean ± std AUROC (%) over rounds per class (columns) and K (rows), with the mean over classes."
+    classes = sorted({c for c, _ in full})
+    lines = ["| K | rounds | " + " | ".join(f"{c} {FASHION_MNIST_CLASSES[c]}" for c in classes) + " | mean of classes |",
+             "|---|---|" + "---|" * (len(classes) + 1)]
+    for K in sorted({k for _, k in full}):
+        cs = [c for c in classes if (c, K) in full]
+        n = sorted({len(full[c, K]) for c in cs})
+        cells = [f"{100 * np.mean(full[c, K]):.1f} ± {100 * np.std(full[c, K]):.1f}" if (c, K) in full else "-" for c in classes]
+        lines.append(f"| {K} | {'–'.join(map(str, (n[0], n[-1]) if len(n) > 1 else n))} | " + " | ".join(cells)
+                     + f" | {100 * np.mean([np.mean(full[c, K]) for c in cs]):.1f}" + ("" if len(cs) == len(classes) else f" ({len(cs)} classes)") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ablation_table(res, full, K=5) -> tuple[str, dict]:
+    "Table 1's variants beside the full model on the classes and rounds each variant ran."
+    abl = ["| variant (Table 1) | classes | AUROC per class | mean | Δ vs full, same classes and rounds |", "|---|---|---|---|---|"]
+    data = {}
     for tag, name in ABLATIONS.items():
         p = res/f"tdg_oneclass_cpu_cpu_k{K}_{tag}.json" if tag else None
         if p is not None and not p.exists(): continue
@@ -45,11 +67,12 @@ def oneclass_tables(res, K=5) -> tuple[str, dict]:
         cs = sorted(c for c, k in d if k == K) if d else [0, 1]
         src = d if d else full
         if not all((c, K) in src and (c, K) in full for c in cs): continue
-        v = [np.mean(src[c, K]) for c in cs]; f = [np.mean(full[c, K]) for c in cs]
+        n = {c: min(len(src[c, K]), len(full[c, K])) for c in cs}            # the rounds both have
+        v = [np.mean(src[c, K][:n[c]]) for c in cs]; f = [np.mean(full[c, K][:n[c]]) for c in cs]
         abl.append(f"| {name} | {', '.join(map(str, cs))} | " + " / ".join(f"{100 * x:.1f}" for x in v)
                    + f" | {100 * np.mean(v):.1f} | {100 * (np.mean(v) - np.mean(f)):+.1f} |")
         if d: data[tag] = {int(c): d[c, K] for c in cs}
-    return "\n".join(lines) + "\n\n" + "\n".join(abl) + "\n", data
+    return "\n".join(abl) + "\n", data
 
 
 def magnetic_tile_table(results) -> tuple[str, dict]:
@@ -64,13 +87,16 @@ def main(argv=None):
     p.add_argument("--bench", default=str(ROOT/"bench"/"results"))
     a = p.parse_args(argv)
     bench, results = Path(a.bench), Path(a.results)
-    t1, d1 = oneclass_tables(bench)
+    full = load_rounds(bench, MAIN)
+    t1, (t0, d0) = oneclass_table(full), ablation_table(bench, full)
     t2, d2 = magnetic_tile_table(results)
     text = ("# TDG (cpu preset: 4 scales 16-32 px, 16 channels, 100 iterations per scale, 8 transformations per step)\n\n"
-            "## Fashion-MNIST one-class, K=5, image AUROC (%)\n\n" + t1 + "\n## magnetic_tile\n\n" + t2)
+            "## Fashion-MNIST one-class, image AUROC (%), mean ± std over rounds\n\n" + t1
+            + "\n## Table-1 ablation, Fashion-MNIST one-class, K=5\n\n" + t0 + "\n## magnetic_tile\n\n" + t2)
     print(text)
     with atomic_path(bench/"tdg_tables.md") as tmp: Path(tmp).write_text(text)
-    save_json(bench/"tdg_tables.json", {"fashion_mnist_k5": d1, "magnetic_tile": d2})
+    save_json(bench/"tdg_tables.json", {"fashion_mnist": {f"{c}_k{K}": v for (c, K), v in sorted(full.items())},
+                                         "fashion_mnist_ablation_k5": d0, "magnetic_tile": d2})
 
 
 if __name__ == "__main__":
