@@ -27,7 +27,7 @@ def per_class(detail) -> dict:
     return out
 
 
-MAIN = ("k5", "k1_k10", "k1_k10_b")   # tags of the full-model runs; their rounds are merged
+MAIN = ("k5", "k5_b", "k1_k10", "k1_k10_b")   # tags of the full-model runs; their rounds are merged
 
 
 def load_rounds(res, tags) -> dict:
@@ -57,22 +57,22 @@ def oneclass_table(full) -> str:
 
 
 def ablation_table(res, full, K=5) -> tuple[str, dict]:
-    "Table 1's variants beside the full model on the classes and rounds each variant ran."
-    abl = ["| variant (Table 1) | classes | AUROC per class | mean | Δ vs full, same classes and rounds |", "|---|---|---|---|---|"]
-    data = {}
-    for tag, name in ABLATIONS.items():
-        p = res/f"tdg_oneclass_cpu_cpu_k{K}_{tag}.json" if tag else None
-        if p is not None and not p.exists(): continue
-        d = per_class(json.loads(p.read_text())["rounds_detail"]) if p else None
-        cs = sorted(c for c, k in d if k == K) if d else [0, 1]
-        src = d if d else full
-        if not all((c, K) in src and (c, K) in full for c in cs): continue
-        n = {c: min(len(src[c, K]), len(full[c, K])) for c in cs}            # the rounds both have
-        v = [np.mean(src[c, K][:n[c]]) for c in cs]; f = [np.mean(full[c, K][:n[c]]) for c in cs]
-        abl.append(f"| {name} | {', '.join(map(str, cs))} | " + " / ".join(f"{100 * x:.1f}" for x in v)
+    "Table 1's variants beside the full model, on the classes and the rounds the variants ran (paired draws)."
+    runs = {tag: per_class(json.loads((res/f"tdg_oneclass_cpu_cpu_k{K}_{tag}.json").read_text())["rounds_detail"])
+            for tag in ABLATIONS if tag and (res/f"tdg_oneclass_cpu_cpu_k{K}_{tag}.json").exists()}
+    if not runs: return "", {}
+    cs = sorted(set.intersection(*({c for c, k in d if k == K} for d in runs.values())))   # classes every variant ran
+    n = {c: min(len(d[c, K]) for d in runs.values() if (c, K) in d) for c in cs}        # rounds the variants have
+    if not all((c, K) in full and len(full[c, K]) >= n[c] for c in cs): return "", {}
+    f = [np.mean(full[c, K][:n[c]]) for c in cs]
+    abl = ["| variant (Table 1) | classes | rounds | AUROC per class | mean | Δ vs full |", "|---|---|---|---|---|---|",
+           f"| full TDG | {', '.join(map(str, cs))} | {max(n.values())} | " + " / ".join(f"{100 * x:.1f}" for x in f)
+           + f" | {100 * np.mean(f):.1f} | 0 |"]
+    for tag, d in runs.items():
+        v = [np.mean(d[c, K][:n[c]]) for c in cs]
+        abl.append(f"| {ABLATIONS[tag]} | {', '.join(map(str, cs))} | {max(n.values())} | " + " / ".join(f"{100 * x:.1f}" for x in v)
                    + f" | {100 * np.mean(v):.1f} | {100 * (np.mean(v) - np.mean(f)):+.1f} |")
-        if d: data[tag] = {int(c): d[c, K] for c in cs}
-    return "\n".join(abl) + "\n", data
+    return "\n".join(abl) + "\n", {tag: {int(c): d[c, K] for c in cs} for tag, d in runs.items()}
 
 
 def magnetic_tile_table(results) -> tuple[str, dict]:
