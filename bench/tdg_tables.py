@@ -27,7 +27,7 @@ def per_class(detail) -> dict:
     return out
 
 
-MAIN = ("k5", "k5_b", "k1_k10", "k1_k10_b")   # tags of the full-model runs; their rounds are merged
+MAIN = ("k5", "k5_b", "k1_k10", "k1_k10_b")   # full-model runs (_b: the same commands split over a second process), merged
 
 
 def load_rounds(res, tags) -> dict:
