@@ -15,16 +15,9 @@ from fsad_nb.data import FASHION_MNIST_CLASSES                             # noq
 sys.path.insert(0, str(ROOT/"bench"))
 from dfd_tables import NAMES, method_table                                 # noqa: E402
 
-ABLATIONS = {"": "full TDG", "use_generator_False": "(a) no generator", "use_transforms_False": "(b) no transformations",
+ABLATIONS = {"use_generator_False": "(a) no generator", "use_transforms_False": "(b) no transformations",
              "transforms_as_augmentation_True": "(c) transformations as augmentation",
              "single_scale_32": "(d) single scale (32 px)"}
-
-
-def per_class(detail) -> dict:
-    "{(class, K): [AUROC per round]} of a bench/tdg_oneclass.py result."
-    out = {}
-    for r in detail: out.setdefault((r["normal_class"], r["K"]), []).append(r["auroc"])
-    return out
 
 
 MAIN = ("k5", "k5_b", "k1_k10", "k1_k10_b")   # full-model runs (_b: the same commands split over a second process), merged
@@ -58,8 +51,7 @@ def oneclass_table(full) -> str:
 
 def ablation_table(res, full, K=5) -> tuple[str, dict]:
     "Table 1's variants beside the full model, on the classes and the rounds the variants ran (paired draws)."
-    runs = {tag: per_class(json.loads((res/f"tdg_oneclass_cpu_cpu_k{K}_{tag}.json").read_text())["rounds_detail"])
-            for tag in ABLATIONS if tag and (res/f"tdg_oneclass_cpu_cpu_k{K}_{tag}.json").exists()}
+    runs = {tag: d for tag in ABLATIONS if (d := load_rounds(res, [f"k{K}_{tag}"]))}
     if not runs: return "", {}
     cs = sorted(set.intersection(*({c for c, k in d if k == K} for d in runs.values())))   # classes every variant ran
     n = {c: min(len(d[c, K]) for d in runs.values() if (c, K) in d) for c in cs}        # rounds the variants have
