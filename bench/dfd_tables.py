@@ -44,6 +44,12 @@ def fmt(v) -> str:
     return f"{100 * v.mean():.1f} ± {100 * v.std():.1f}" if len(v) else "–"
 
 
+def fmt_delta(d) -> str:
+    "Mean paired difference in points, with its standard error over the rounds once there are at least two."
+    d = 100 * np.asarray(d, dtype=float)
+    return f"{d.mean():+.1f}" + (f" ± {d.std(ddof=1) / np.sqrt(len(d)):.1f}" if len(d) > 1 else "")
+
+
 def method_table(res, category, shots, methods, has_masks) -> tuple[str, dict]:
     "One row per (method, K), each over the rounds of the first method that has any at that K (the pairing base)."
     cols = METRICS if has_masks else METRICS[:1]
@@ -78,7 +84,7 @@ def ablation_table(res, category, K=2) -> tuple[str, dict]:
         cells, row = [], {"rounds": common}
         for m in METRICS:
             a = np.array([rs[r][m] for r in common]); f = np.array([full[r][m] for r in common])
-            cells += [fmt(a), f"{100 * (a - f).mean():+.1f}"]
+            cells += [fmt(a), fmt_delta(a - f)]
             row[m], row[f"delta_{m}"] = a.tolist(), (a - f).tolist()
         data[tag] = row; used |= set(common)
         lines.append(f"| {table} | {what} | " + " | ".join(cells) + f" | {len(common)} |")
@@ -101,7 +107,7 @@ def main(argv=None):
                          ("regad", "regad_lite0")], True)
     md += ["## magnetic_tile\n", t]; js["magnetic_tile"] = d
     t, d = ablation_table(res, "magnetic_tile")
-    md += ["## Ablations on magnetic_tile, K=2 (Δ = ablation − full DFD, paired over the same rounds)\n", t]
+    md += ["## Ablations on magnetic_tile, K=2 (Δ = ablation − full DFD, paired over the same rounds, ± its standard error)\n", t]
     js["ablation_magnetic_tile_k2"] = d
     for cat in ("elpv_mono", "elpv_poly"):
         t, d = method_table(res, cat, (1, 2, 4), [("dfd", "dfd_lite0_elpv"), ("simplenet", "simplenet_lite0_elpv"),
