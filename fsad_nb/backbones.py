@@ -38,9 +38,19 @@ def imagenet_classes() -> list[str]:
 
 # %% ../nbs/04_backbones.ipynb #bf88085d
 def _load_state(path) -> dict:
-    "A state dict from a file, with an FsadError naming the file if it cannot be read."
-    try: return torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as e: raise FsadError(f"cannot read backbone weights from {path}: {e}") from None
+    "A state dict from a file, with an FsadError naming the file if it is missing or not a PyTorch state dict."
+    if not Path(path).is_file(): raise FsadError(f"{path}: no such weights file (weights= takes 'default', None or a file)")
+    try: sd = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as e: raise FsadError(f"{path}: not a PyTorch weights file ({type(e).__name__})") from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise FsadError(f"{path}: holds a {type(sd).__name__}, not a state dict of tensors")
+    return sd
+
+def _load_into(net:nn.Module, sd:dict, path) -> nn.Module:
+    "`net.load_state_dict(sd)`, with an FsadError naming `path` when the weights belong to another network."
+    try: net.load_state_dict(sd)
+    except RuntimeError as e: raise FsadError(f"{path}: these weights do not fit {type(net).__name__} ({str(e).splitlines()[0]})") from None
+    return net
 
 def _download(w) -> dict:
     "Fetch (or read from torch's cache) a torchvision weights enum's state dict."
@@ -57,7 +67,7 @@ def _torchvision_net(name:str, weights) -> nn.Module:
                             f"into torch's cache, so get network access once, or use name='efficientnet_lite0' "
                             f"(weights ship with pip) or weights=None (random)") from None
     else: sd = None if weights is None else _load_state(weights)
-    if sd is not None: net.load_state_dict(sd)
+    if sd is not None: _load_into(net, sd, weights if weights != 'default' else w.url)
     return net
 
 # %% ../nbs/04_backbones.ipynb #2cc5fa6b
@@ -75,7 +85,7 @@ def _lite_net(name:str, weights) -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
     net = EfficientNet.from_name(name.replace("_", "-"), image_size=None)
     if weights == "default": weights = _lite_weights_file(name)
-    if weights is not None: net.load_state_dict(_load_state(weights))
+    if weights is not None: _load_into(net, _load_state(weights), weights)
     return net
 
 # %% ../nbs/04_backbones.ipynb #c5f3d5a2

@@ -8,18 +8,19 @@ Docs: https://fsad-nb.github.io/fsad_nb/cli.html.md"""
 from __future__ import annotations
 import argparse, ast, dataclasses, os, sys, time
 from pathlib import Path
-from .core import FsadError, get_device
-from .detector import method_class, available_methods
-from . import protocol, data
-from .backbones import available_backbones
+from . import __version__
+from .core import FsadError       # light: torch, the data layer and the methods load on first use
 
 # %% auto #0
-__all__ = ['parse_overrides', 'build_parser', 'cmd_run', 'cmd_data', 'cmd_list', 'cmd_demo', 'main']
+__all__ = ['MIN_IMAGE_SIZE', 'parse_overrides', 'build_parser', 'check_run_args', 'cmd_run', 'cmd_data', 'cmd_list', 'cmd_demo',
+           'main']
 
 # %% ../nbs/21_cli.ipynb #58ebcc7b
 def parse_overrides(method:str, pairs, backbone=None) -> dict:
-    "Turn `--set name=value` pairs (and `--backbone`) into config overrides for `method`, checking the names."
-    fields = {f.name for f in dataclasses.fields(method_class(method).config_cls)}
+    "Turn `--set name=value` pairs (and `--backbone`) into config overrides for `method`, checked against its config."
+    from fsad_nb.detector import method_class
+    cls = method_class(method).config_cls
+    fields = {f.name for f in dataclasses.fields(cls)}
     out = {}
     for p in pairs or []:
         if "=" not in p: raise FsadError(f"--set expects name=value, got {p!r}")
@@ -30,16 +31,24 @@ def parse_overrides(method:str, pairs, backbone=None) -> dict:
     if backbone: out["backbone"] = backbone
     bad = set(out) - fields
     if bad: raise FsadError(f"{method} has no option(s) {sorted(bad)}; its options: {sorted(fields)}")
+    try: cls().replace(**out).validate()
+    except FsadError as e: raise FsadError(f"--set {e}") from None
     return out
 
 # %% ../nbs/21_cli.ipynb #5300ba34
 def _data_root():
-    return Path(os.environ.get("FSAD_DATA", Path.home()/".cache"/"fsad_nb"/"data"))
+    return Path(os.environ.get("FSAD_DATA", Path.home()/".cache"/"fsad_nb").split(os.pathsep)[0])
+
+class _Parser(argparse.ArgumentParser):
+    "argparse, but a usage error is one line: `fsad: error: ...` (exit code 2)."
+    def error(self, message):
+        self.exit(2, f"fsad: error: {message} (see `{self.prog} --help`)\n")
 
 def build_parser() -> argparse.ArgumentParser:
     "The `fsad` argument parser with its sub-commands."
-    p = argparse.ArgumentParser(prog="fsad", description="Few-shot industrial anomaly detection (fsad_nb).")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = _Parser(prog="fsad", description="Few-shot industrial anomaly detection (fsad_nb).")
+    p.add_argument("--version", action="version", version=f"fsad_nb {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="evaluate a method with the few-shot protocol")
     r.add_argument("--method", default="knn", help="a registered method (see `fsad list`)")
     r.add_argument("--root", required=True, help="folder holding categories in MVTec layout")
@@ -48,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rounds", type=int, default=10, help="fixed support draws per K")
     r.add_argument("--seed", type=int, default=0, help="seed of the support draws")
     r.add_argument("--backbone", default=None, help="feature extractor (see `fsad list`)")
-    r.add_argument("--image-size", type=int, default=224, help="images are resized to this square size")
+    r.add_argument("--image-size", type=int, default=224, help="images are resized to this square size (>= 32)")
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     r.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="other config options")
@@ -59,25 +68,51 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="offline demo: patch-kNN on real elpv solar cells, K=4")
     d.add_argument("--out", default="results/demo"); d.add_argument("--rounds", type=int, default=3)
     d.add_argument("--shots", type=int, default=4); d.add_argument("--device", default="auto")
-    d.add_argument("--data", default=None, help="where to write the elpv categories (default $FSAD_DATA or ~/.cache/fsad_nb/data)")
+    d.add_argument("--data", default=None, help="where to write the elpv categories (default: the data home, $FSAD_DATA or ~/.cache/fsad_nb)")
     g = sub.add_parser("data", help="prepare datasets in MVTec layout")
     g.add_argument("dataset", choices=["elpv", "synthetic", "mvtec", "mpdd", "visa", "dagm"])
     g.add_argument("--root", required=True, help="destination folder")
     sub.add_parser("list", help="list methods and backbones")
     return p
 
+MIN_IMAGE_SIZE = 32   # the backbones' stride-16 maps need at least 2 x 2 positions
+
+def check_run_args(a):
+    "Ranges of `fsad run`'s numeric arguments, the device, and --out; one FsadError naming the argument."
+    from fsad_nb.core import get_device
+    if a.image_size < MIN_IMAGE_SIZE: raise FsadError(f"--image-size {a.image_size}: must be at least {MIN_IMAGE_SIZE} pixels")
+    for name in ("batch_size", "rounds"):
+        if getattr(a, name) < 1: raise FsadError(f"--{name.replace('_', '-')} {getattr(a, name)}: must be at least 1")
+    if min(a.shots) < 1: raise FsadError(f"--shots {min(a.shots)}: K must be at least 1")
+    if a.seed < 0: raise FsadError(f"--seed {a.seed}: must be >= 0")
+    if Path(a.out).exists() and not Path(a.out).is_dir(): raise FsadError(f"--out {a.out}: is a file, not a folder")
+    return a.device if a.device == "auto" else get_device(a.device)
+
 # %% ../nbs/21_cli.ipynb #ff2693b8
+def _round_line(d):
+    "`on_round` callback: one line per finished round (for logs, where progress bars would only add noise)."
+    m = d["metrics"]
+    print(f"{d['method']} {d['category']} K={d['K']} round {d['round']}: image AUROC {m['image_auroc']:.3f}, "
+          f"fit {m['fit_s']:.1f} s, predict {m['predict_s']:.1f} s", flush=True)
+
 def cmd_run(a) -> list:
-    "`fsad run`: the protocol over the given categories; prints the summary table."
+    "`fsad run`: the protocol over the given categories; prints the summary table (of those that ran, if some failed)."
+    device = check_run_args(a)                  # cheap checks first: a typo is reported before torch loads
+    from fsad_nb import protocol
     over = parse_overrides(a.method, a.set, a.backbone)
-    summaries = protocol.run(a.method, a.root, a.category, a.out, shots=tuple(a.shots), rounds=a.rounds, seed=a.seed,
-                             image_size=a.image_size, device=get_device(a.device), batch_size=a.batch_size, meta=a.meta, **over)
-    print(protocol.summary_table(summaries))
-    print(f"results in {a.out}")
+    tty = sys.stdout.isatty()                    # a terminal gets progress bars, a log file one line per round
+    try: summaries = protocol.run(a.method, a.root, a.category, a.out, shots=tuple(a.shots), rounds=a.rounds, seed=a.seed,
+                                  image_size=a.image_size, device=device, batch_size=a.batch_size, meta=a.meta,
+                                  options=over, progress=tty, on_round=None if tty else _round_line)
+    except protocol.CategoriesFailed as e:
+        if e.summaries: print(protocol.summary_table(e.summaries))
+        raise
+    print(protocol.summary_table(summaries)); print(f"results in {a.out}")
     return summaries
 
 def cmd_data(a):
     "`fsad data`: write a dataset in MVTec layout under --root."
+    from fsad_nb import data
     root = Path(a.root)
     if a.dataset == "elpv": print(*data.make_elpv_categories(root), sep="\n")
     elif a.dataset == "synthetic": print(data.make_synthetic_category(root))
@@ -88,12 +123,16 @@ def cmd_data(a):
 
 def cmd_list(a=None):
     "`fsad list`: registered methods and backbones."
+    from fsad_nb.detector import available_methods
+    from fsad_nb.backbones import available_backbones
     print("methods:  ", " ".join(available_methods()))
     print("backbones:", " ".join(available_backbones()))
 
 # %% ../nbs/21_cli.ipynb #c12e44b2
 def cmd_demo(a, categories=("elpv_mono", "elpv_poly"), image_size:int=224, **kw):
     "`fsad demo`: patch-kNN, K=4, a few rounds on real elpv solar cells; table + heatmap gallery PNG."
+    from fsad_nb import protocol, data
+    from fsad_nb.core import get_device, atomic_write_text
     from fsad_nb.viz import heatmap_gallery
     t0 = time.time()
     root = Path(a.data) if a.data else _data_root()
@@ -110,17 +149,18 @@ def cmd_demo(a, categories=("elpv_mono", "elpv_poly"), image_size:int=224, **kw)
                             title=f"patch-kNN on {c}, K={d['K']}, round {d['round']}")
             print(f"gallery: {out/f'gallery_{c}.png'}")
     table = protocol.summary_table(summaries)
-    from fsad_nb.core import atomic_write_text
     atomic_write_text(out/"summary.md", table)
     print(table); print(f"demo finished in {time.time()-t0:.0f}s; results in {out}")
     return summaries
 
 # %% ../nbs/21_cli.ipynb #2afd2030
 def main(argv=None):
-    "Entry point of the `fsad` console script."
+    "Entry point of the `fsad` console script: one `fsad: error:` line and exit code 2 for bad input, 1 if a category failed."
     a = build_parser().parse_args(argv)
     try:
         {"run": cmd_run, "demo": cmd_demo, "data": cmd_data, "list": cmd_list}[a.cmd](a)
         return 0                         # the console script passes this to sys.exit
     except FsadError as e:
-        print(f"fsad: error: {e}", file=sys.stderr); sys.exit(2)
+        print(f"fsad: error: {e}", file=sys.stderr); sys.exit(1 if hasattr(e, "failures") else 2)
+    except OSError as e:                 # a folder that cannot be written, a disk that is full: the path, not a traceback
+        print(f"fsad: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr); sys.exit(2)

@@ -6,14 +6,13 @@ Docs: https://fsad-nb.github.io/fsad_nb/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #c4fb43ec
 from __future__ import annotations
-import os, json, random, tempfile, contextlib, dataclasses
+import os, sys, json, math, random, typing, tempfile, contextlib, dataclasses
 from pathlib import Path
 import numpy as np
-import torch
 
 # %% auto #0
 __all__ = ['FsadError', 'set_seed', 'get_device', 'autocast', 'atomic_path', 'atomic_write_text', 'save_json', 'load_json',
-           'Config', 'in_test']
+           'Config', 'require', 'in_test']
 
 # %% ../nbs/00_core.ipynb #40c45310
 class FsadError(Exception):
@@ -22,6 +21,7 @@ class FsadError(Exception):
 # %% ../nbs/00_core.ipynb #9efc35c9
 def set_seed(seed:int=0, deterministic:bool=False) -> torch.Generator:
     "Seed python, numpy and torch; return a CPU `torch.Generator` seeded the same way."
+    import torch
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     if deterministic: torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
@@ -30,13 +30,17 @@ def set_seed(seed:int=0, deterministic:bool=False) -> torch.Generator:
 # %% ../nbs/00_core.ipynb #c73a6f77
 def get_device(device=None) -> torch.device:
     "Resolve `device` ('auto'/None -> cuda if available else cpu) to a `torch.device`."
+    import torch                                  # imported on first use: `fsad --help` stays instant
     if device is None or device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    try: device = torch.device(device)
+    except (RuntimeError, TypeError): raise FsadError(f"device={device!r}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda", "mps"): raise FsadError(f"device={str(device)!r}: fsad_nb runs on cpu or cuda (or mps)")
     if device.type == "cuda" and not torch.cuda.is_available(): raise FsadError(f"device={device} asked for, but CUDA is not available")
     return device
 
 def autocast(device, enabled:bool=True):
     "Mixed precision (bfloat16) on CUDA; a no-op context elsewhere."
+    import torch
     device = get_device(device)
     if enabled and device.type == "cuda": return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -65,22 +69,56 @@ def atomic_write_text(path, text:str) -> Path:
 def _json_default(o):
     if isinstance(o, (np.integer,)): return int(o)
     if isinstance(o, (np.floating,)): return float(o)
-    if isinstance(o, (np.ndarray, torch.Tensor)): return o.tolist()
+    if isinstance(o, np.ndarray) or (("torch" in sys.modules) and isinstance(o, sys.modules["torch"].Tensor)): return o.tolist()
     if isinstance(o, Path): return str(o)
     if dataclasses.is_dataclass(o): return dataclasses.asdict(o)
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
 
-def save_json(path, obj) -> Path:
-    "Write `obj` (dicts, lists, numpy/torch numbers, dataclasses) as indented JSON, atomically."
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+def _nan_to_null(o):
+    "Replace NaN and infinities by None, recursively: JSON has no NaN, and `null` is what other readers understand."
+    if isinstance(o, float): return o if math.isfinite(o) else None
+    if isinstance(o, dict): return {k: _nan_to_null(v) for k, v in o.items()}
+    if isinstance(o, list): return [_nan_to_null(v) for v in o]
+    return o
+
+def save_json(path, obj, unchanged_ok:bool=False) -> Path:
+    "Write `obj` (dicts, lists, numpy/torch numbers, dataclasses) as indented, valid JSON (NaN -> null), atomically."
+    plain = json.loads(json.dumps(obj, default=_json_default))          # numpy, tensors, paths -> JSON types
+    text = json.dumps(_nan_to_null(plain), indent=2, allow_nan=False) + "\n"
+    if unchanged_ok and Path(path).is_file() and Path(path).read_bytes() == text.encode(): return Path(path)  # nothing to write
+    return atomic_write_text(path, text)
 
 def load_json(path):
-    "Read a JSON file, with an `FsadError` naming the file if it is missing or corrupt."
-    try: return json.loads(Path(path).read_text())
+    "Read a JSON file, with an `FsadError` naming the file if it is missing, not UTF-8 or not valid JSON."
+    try: return json.loads(Path(path).read_bytes().decode("utf-8"))
     except FileNotFoundError: raise FsadError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e: raise FsadError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e: raise FsadError(f"{path}: not valid JSON ({e})") from None
 
 # %% ../nbs/00_core.ipynb #7b3b3080
+def _type_name(tp) -> str: return getattr(tp, "__name__", str(tp)).replace("NoneType", "None")
+
+def _coerce(v, tp):
+    "`(True, value)` with `v` converted to the annotation `tp` (int -> float, list -> tuple, path -> str), else `(False, v)`."
+    if tp is typing.Any: return True, v
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)):
+        if v is None: return type(None) in args, v
+        for a in args:
+            if a is type(None): continue
+            ok, w = _coerce(v, a)
+            if ok: return True, w
+        return False, v
+    if tp is bool: return isinstance(v, bool), v
+    if tp is int: return isinstance(v, (int, np.integer)) and not isinstance(v, bool), int(v) if isinstance(v, (int, np.integer)) else v
+    if tp is float:
+        ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+        return ok, float(v) if ok else v
+    if tp is str: return isinstance(v, (str, os.PathLike)), os.fspath(v) if isinstance(v, (str, os.PathLike)) else v
+    if tp in (tuple, list) or typing.get_origin(tp) in (tuple, list): return isinstance(v, (tuple, list)), tuple(v) if isinstance(v, (tuple, list)) else v
+    if tp is dict: return isinstance(v, dict), v
+    return True, v                                                      # other annotations: not checked
+
 @dataclasses.dataclass
 class Config:
     "Base for method configs: dataclass fields with the paper's values as defaults."
@@ -94,6 +132,23 @@ class Config:
         return cls(**d)
 
     def replace(self, **kw): return dataclasses.replace(self, **kw)
+
+    def validate(self):
+        "Check (and normalise) every field against its type, then `check` ranges and allowed values; returns self."
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            ok, v = _coerce(getattr(self, f.name), hints.get(f.name, typing.Any))
+            if not ok: raise FsadError(f"{f.name}={getattr(self, f.name)!r}: must be {_type_name(hints[f.name])}")
+            object.__setattr__(self, f.name, v)
+        self.check()
+        return self
+
+    def check(self):
+        "Ranges and allowed values beyond the types; methods override this (raise `FsadError` naming the field)."
+
+def require(ok:bool, field:str, value, rule:str):
+    "Raise an `FsadError` '`field`=`value`: `rule`' unless `ok`: one line per rule in a config's `check`."
+    if not ok: raise FsadError(f"{field}={value!r}: {rule}")
 
 # %% ../nbs/00_core.ipynb #9014b740
 def in_test() -> bool:

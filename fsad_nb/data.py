@@ -6,8 +6,8 @@ Docs: https://fsad-nb.github.io/fsad_nb/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #6a9b86a9
 from __future__ import annotations
-import os, csv, re, json, lzma, zlib, shutil, hashlib, tarfile, zipfile, tempfile, threading, contextlib, functools
-import http.server, urllib.request, urllib.parse, urllib.error
+import os, csv, re, json, warnings, lzma, zlib, shutil, hashlib, tarfile, zipfile, tempfile, threading, contextlib, functools
+import http.client, http.server, urllib.request, urllib.parse, urllib.error
 from pathlib import Path
 import numpy as np
 import torch
@@ -20,10 +20,10 @@ from .core import FsadError, atomic_path, save_json, load_json, in_test
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'SYNTHETIC_DEFECTS', 'MVTEC_AD_URL', 'MVTEC_AD_CATEGORIES', 'MPDD_URL', 'VISA_URL', 'DAGM_URL',
            'FASHION_MNIST_DIR', 'FASHION_MNIST_FILES', 'FASHION_MNIST_CLASSES', 'IDX_IMAGES', 'IDX_LABELS',
-           'load_image', 'load_mask', 'MVTecLayout', 'list_categories', 'load_split', 'normal_image_paths',
-           'load_images', 'make_synthetic_category', 'file_sha256', 'download', 'extract', 'download_mvtec_ad',
-           'download_mpdd', 'visa_to_mvtec', 'download_visa', 'dagm_to_mvtec', 'download_dagm', 'elpv_labels',
-           'make_elpv_categories', 'read_idx', 'load_fashion_mnist']
+           'load_image', 'load_mask', 'MVTecLayout', 'list_categories', 'load_split', 'stack_split',
+           'normal_image_paths', 'load_images', 'make_synthetic_category', 'file_sha256', 'file_hash', 'download',
+           'extract', 'download_mvtec_ad', 'download_mpdd', 'visa_to_mvtec', 'download_visa', 'dagm_to_mvtec',
+           'download_dagm', 'elpv_labels', 'make_elpv_categories', 'read_idx', 'load_fashion_mnist']
 
 # %% ../nbs/01_data.ipynb #2c901034
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -69,11 +69,14 @@ def load_image(path) -> Image.Image:
 
 # %% ../nbs/01_data.ipynb #e8e8d70f
 def load_mask(path) -> np.ndarray:
-    "Read a mask file as a bool array [H, W]: True where any channel is non-zero (alpha ignored)."
+    "Read a mask file as a bool array [H, W]: non-zero pixels of a two-valued mask, else pixels above half the maximum."
     im = _open_fully(path)
     if im.mode in ("1", "L", "I", "F") + _16BIT: a = np.asarray(im)
-    else: a = np.asarray(im.convert("RGB"))             # palette looked up, alpha dropped
-    return (a > 0) if a.ndim == 2 else (a > 0).any(-1)
+    else: a = np.asarray(im.convert("RGB")).max(-1)       # palette looked up, alpha dropped, brightest channel
+    top = a.max()
+    if ((a == 0) | (a == top)).all(): return a > 0          # binary: 0 and one other value
+    warnings.warn(f"{path}: mask holds values other than 0 and {top:g} (JPEG or soft mask?); binarised at {top / 2:g}")
+    return a > top / 2
 
 # %% ../nbs/01_data.ipynb #36378b24
 def _is_image(p:Path) -> bool: return p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
@@ -81,6 +84,12 @@ def _is_image(p:Path) -> bool: return p.is_file() and p.suffix.lower() in IMAGE_
 def _images_in(d:Path) -> list[Path]:
     "Sorted image files directly inside folder `d` (hidden files such as macOS `._x.png` skipped)."
     return sorted(p for p in d.iterdir() if _is_image(p)) if d.is_dir() else []
+
+def _warn_subfolders(d:Path):
+    "Warn about sub-folders of `d` holding images: the layout reads only the files directly inside `d`."
+    for s in sorted(s for s in d.iterdir() if s.is_dir() and not s.name.startswith(".")) if d.is_dir() else []:
+        n = sum(1 for q in s.rglob("*") if _is_image(q))
+        if n: warnings.warn(f"{s}: {n} images in a sub-folder are not read (the layout expects them directly in {d})")
 
 def _find_mask(gt:Path, defect_type:str, img:Path):
     "The mask of `img` under `gt/defect_type`: `<stem>_mask.<ext>` (MVTec) or `<stem>.<ext>`; None if absent."
@@ -130,12 +139,14 @@ class MVTecLayout(torch.utils.data.Dataset):
 
     def _scan_train(self):
         good = self.dir/"train"/"good"
+        _warn_subfolders(good)
         if not _images_in(good): raise FsadError(f"{good}: missing or contains no images ({', '.join(IMAGE_EXTS)})")
         return [(p, "good", None) for p in _images_in(good)]
 
     def _scan_test(self):
         test = self.dir/"test"
         types = sorted(d.name for d in test.iterdir() if d.is_dir()) if test.is_dir() else []
+        for t in types: _warn_subfolders(test/t)
         items = [(p, t, self._mask_for(p, t)) for t in types for p in _images_in(test/t)]
         if not items: raise FsadError(f"{test}: missing or contains no images in any <defect type> sub-folder")
         return items
@@ -184,7 +195,10 @@ def _progress(it, total=None, min_len=32):
 
 def load_split(root, category:str, split:str="test", size=256, indices=None, **kwargs):
     "Stack a split into (images [N,3,S,S], masks [N,1,S,S], labels [N] long); `indices` picks a subset."
-    ds = MVTecLayout(root, category, split, size=size, **kwargs)
+    return stack_split(MVTecLayout(root, category, split, size=size, **kwargs), indices)
+
+def stack_split(ds:MVTecLayout, indices=None):
+    "Decode every item of `ds` (or those at `indices`) into (images, masks, labels) tensors, as `load_split`."
     idx = list(range(len(ds)) if indices is None else indices)
     items = [ds[int(i)] for i in _progress(idx)]
     shapes = {tuple(it["image"].shape) for it in items}
@@ -280,7 +294,11 @@ def make_synthetic_category(root, category:str="synthetic", n_train:int=20, n_te
 # %% ../nbs/01_data.ipynb #2e5b52fa
 def file_sha256(path, chunk:int=1 << 20) -> str:
     "Hex SHA-256 of a file, read in chunks."
-    h = hashlib.sha256()
+    return file_hash(path, "sha256", chunk)
+
+def file_hash(path, algorithm:str="sha256", chunk:int=1 << 20) -> str:
+    "Hex digest of a file with any `hashlib` algorithm (sha256, md5, ...), read in chunks."
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for b in iter(lambda: f.read(chunk), b""): h.update(b)
     return h.hexdigest()
@@ -289,47 +307,96 @@ def _url_name(url:str) -> str:
     name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
     return name or "download"
 
-def download(url:str, dest, sha256:str|None=None, chunk:int=1 << 20) -> Path:
-    "Stream `url` to `dest` (a file, or a folder to put it in) atomically, verifying `sha256` if given."
+class _Incomplete(Exception): "The connection closed before the announced number of bytes arrived."
+
+def _announced_total(r, have:int, resumed:bool):
+    "Total size of the file from a response's Content-Length (plus the bytes already held when resuming); None if unknown."
+    n = r.headers.get("Content-Length")
+    return None if n is None else int(n) + (have if resumed else 0)
+
+def _fetch_into(url:str, part:Path, chunk:int, timeout:float) -> int:
+    "One attempt: continue `part` with an HTTP Range request (or start it again); return its final size, checked."
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        resumed = bool(have) and getattr(r, "status", None) == 206 and (r.headers.get("Content-Range") or "").startswith(f"bytes {have}-")
+        total = _announced_total(r, have, resumed)
+        with open(part, "ab" if resumed else "wb") as f:
+            n_chunks = -(-(total - (have if resumed else 0)) // chunk) if total else None
+            for b in _progress(iter(lambda: r.read(chunk), b""), total=n_chunks or 0, min_len=2): f.write(b)
+    size = part.stat().st_size
+    if total is not None and size != total: raise _Incomplete(f"received {size:,} of {total:,} bytes")
+    return size
+
+def download(url:str, dest, sha256:str|None=None, chunk:int=1 << 20, retries:int=3, timeout:float=60, md5:str|None=None) -> Path:
+    "Fetch `url` to `dest` (a file, or a folder to put it in): complete (size and checksum checked) or not at all."
     dest = Path(dest); dest = dest/_url_name(url) if dest.is_dir() else dest
-    if dest.is_file() and (sha256 is None or file_sha256(dest) == sha256.lower()): return dest
-    h = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=60) as r, atomic_path(dest) as tmp, open(tmp, "wb") as f:
-            total = int(r.headers.get("Content-Length") or 0)
-            for b in _progress(iter(lambda: r.read(chunk), b""), total=-(-total // chunk), min_len=2):
-                f.write(b); h.update(b)
-            f.close()
-            if sha256 is not None and h.hexdigest() != sha256.lower():
-                raise FsadError(f"{dest.name}: SHA-256 mismatch for {url}: expected {sha256.lower()}, got {h.hexdigest()}")
-    except (urllib.error.URLError, OSError) as e:
-        raise FsadError(f"{url}: download failed ({e})") from None
+    want = ("sha256", sha256.lower()) if sha256 else ("md5", md5.lower()) if md5 else None
+    if dest.is_file() and (want is None or file_hash(dest, want[0]) == want[1]): return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")           # the partial file: resumed by the next attempt, never `dest`
+    for attempt in range(retries + 1):
+        try: _fetch_into(url, part, chunk, timeout); break
+        except urllib.error.HTTPError as e:
+            if e.code == 416: part.unlink(missing_ok=True); continue             # our partial file is stale: start again
+            raise FsadError(f"{url}: download failed (HTTP {e.code} {e.reason})") from None
+        except (_Incomplete, http.client.HTTPException, urllib.error.URLError, OSError) as e:
+            if attempt == retries:
+                raise FsadError(f"{url}: download incomplete after {retries + 1} attempts ({e}); the partial file "
+                                f"{part.name} is kept and the next call resumes it") from None
+    if want is not None and (got := file_hash(part, want[0])) != want[1]:
+        part.unlink(missing_ok=True)
+        raise FsadError(f"{dest.name}: {want[0].upper()} mismatch for {url}: expected {want[1]}, got {got}")
+    os.replace(part, dest)
     return dest
 
 # %% ../nbs/01_data.ipynb #4cc9eee8
-def _check_members(archive, dest:Path, names_links):
-    "Refuse archive members (name, link target or None) that would be written outside `dest`."
-    root = dest.resolve()
-    for name, link in names_links:
-        target = (root/name).resolve()
-        if os.path.isabs(name) or not target.is_relative_to(root):
+def _land(name:str, links:dict, follow_last:bool, depth:int=0):
+    "Where archive path `name` lands: its components under the target folder, following the archive's symlinks; None if outside."
+    if depth > 40 or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name): return None   # a loop, or absolute
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    out = []
+    for i, p in enumerate(parts):
+        if p == "..":
+            if not out: return None                                   # climbs above the target folder
+            out.pop(); continue
+        out.append(p)
+        link = links.get("/".join(out))
+        if link is not None and (i < len(parts) - 1 or follow_last):  # a symlink made by an earlier member
+            out = _land("/".join(out[:-1] + [link]), links, True, depth + 1)
+            if out is None: return None
+    return out
+
+def _check_members(archive, dest:Path, members):
+    "Refuse any member (name, kind 'file'|'dir'|'sym'|'hard', link) that lands, or whose link points, outside `dest`."
+    links, root = {}, dest.resolve()
+    for name, kind, link in members:
+        where = _land(name, links, follow_last=False)
+        if where is None or not (root.joinpath(*where)).resolve().is_relative_to(root):
             raise FsadError(f"{archive}: member {name!r} would be written outside {dest}; refusing to extract")
-        if link is not None and not (target.parent/link).resolve().is_relative_to(root):
+        if kind == "sym":
+            if _land("/".join(where[:-1] + [link]), links, True) is None or link.startswith("/"):
+                raise FsadError(f"{archive}: link {name!r} -> {link!r} points outside {dest}; refusing to extract")
+            links["/".join(where)] = link
+        if kind == "hard" and _land(link, links, True) is None:
             raise FsadError(f"{archive}: link {name!r} -> {link!r} points outside {dest}; refusing to extract")
 
+def _tar_kind(m) -> str: return "sym" if m.issym() else "hard" if m.islnk() else "dir" if m.isdir() else "file"
+
 def extract(archive, dest) -> Path:
-    "Unpack a tar(.gz/.xz/.bz2) or zip `archive` into folder `dest`, refusing path traversal; returns `dest`."
+    "Unpack a tar(.gz/.xz/.bz2) or zip `archive` into folder `dest`, refusing anything that would land outside it."
     archive, dest = Path(archive), Path(dest); dest.mkdir(parents=True, exist_ok=True)
+    with open(archive, "rb") as f: magic = f.read(4)
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as z:
-                _check_members(archive, dest, [(n, None) for n in z.namelist()]); z.extractall(dest)
+                _check_members(archive, dest, [(n, "file", None) for n in z.namelist()]); z.extractall(dest)
+        elif magic == b"PK\x03\x04": raise FsadError(f"{archive}: truncated or corrupt zip archive (no central directory)")
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive, "r:*") as t:
                 ms = t.getmembers()
-                _check_members(archive, dest, [(m.name, m.linkname if m.issym() else None) for m in ms])
-                _check_members(archive, dest, [(m.linkname, None) for m in ms if m.islnk()])
                 if any(m.isdev() for m in ms): raise FsadError(f"{archive}: contains device files; refusing to extract")
+                _check_members(archive, dest, [(m.name, _tar_kind(m), m.linkname) for m in ms])
                 t.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         else: raise FsadError(f"{archive}: not a tar or zip archive")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, lzma.LZMAError, zlib.error) as e:

@@ -52,7 +52,7 @@ class Detector:
     config_cls = Config
 
     def __init__(self, config=None, device=None):
-        self.config = config if config is not None else self.config_cls()
+        self.config = (config if config is not None else self.config_cls()).validate()   # bad options fail here, before any work
         self.device = get_device(device)
         self.fitted = False
 
@@ -84,8 +84,11 @@ class Detector:
     @classmethod
     def load(cls, path, device=None):
         "Rebuild a fitted detector saved with `save`."
+        if not Path(path).is_file(): raise FsadError(f"{path}: no such checkpoint")
         try: ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except FileNotFoundError: raise FsadError(f"{path}: no such checkpoint") from None
+        except Exception as e: raise FsadError(f"{path}: not a readable fsad_nb model file, truncated or corrupt ({type(e).__name__})") from None
+        if not isinstance(ckpt, dict) or not {"config", "state"} <= set(ckpt):
+            raise FsadError(f"{path}: not an fsad_nb model file (no config and state inside)")
         det_cls = method_class(ckpt["method"]) if ckpt.get("method") else cls
         det = det_cls(det_cls.config_cls.from_dict(ckpt["config"]), device=device)
         det.set_state(ckpt["state"]); det.fitted = True
@@ -101,6 +104,9 @@ class Detector:
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
             raise FsadError(f"{self.name}: {what} must be a float tensor [N,3,H,W], got {getattr(x, 'shape', type(x))}")
         if x.shape[0] == 0: raise FsadError(f"{self.name}: {what} is empty")
+        if not x.is_floating_point(): raise FsadError(f"{self.name}: {what} must be floating point in [0,1], got {x.dtype}")
+        bad = ~torch.isfinite(x).flatten(1).all(1)
+        if bad.any(): raise FsadError(f"{self.name}: {what} {bad.nonzero()[:5, 0].tolist()} hold NaN or inf values")
         return x
 
 # %% ../nbs/07_detector.ipynb #28874a7d

@@ -6,19 +6,20 @@ Docs: https://fsad-nb.github.io/fsad_nb/protocol.html.md"""
 
 # %% ../nbs/20_protocol.ipynb #7d60d825
 from __future__ import annotations
-import time, json, dataclasses
+import os, time, json, warnings, dataclasses
 from pathlib import Path
 import numpy as np
 import torch
 from fastprogress.fastprogress import progress_bar
 from .core import FsadError, save_json, load_json, atomic_write_text, set_seed
-from .data import MVTecLayout, load_split
+from .data import MVTecLayout, stack_split
 from .fewshot import support_sets_for
 from .metrics import evaluate
 from .detector import get_detector   # methods are imported on first use
 
 # %% auto #0
-__all__ = ['METRICS', 'RunSpec', 'run_round', 'leave_target_out', 'run_category', 'summarise', 'summary_table', 'run']
+__all__ = ['METRICS', 'RunSpec', 'run_round', 'load_round', 'leave_target_out', 'run_category', 'summarise', 'summary_table',
+           'CategoriesFailed', 'run']
 
 # %% ../nbs/20_protocol.ipynb #32fb8c38
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -37,16 +38,20 @@ class RunSpec:
 
 def _round_path(out, category, K, r): return Path(out)/category/f"k{K}"/f"round{r:02d}.json"
 
-def _check_spec(out, spec):
-    "Write run.json, or check that a resumed run asks for the same thing."
+def _has_rounds(d:Path) -> bool: return any(d.glob("k*/round*.json"))
+
+def _check_spec(out, spec) -> dict:
+    "The run.json record to keep; refuse a run whose settings differ from the finished rounds already in `out`."
     p = Path(out)/spec.category/"run.json"
     new = json.loads(json.dumps(dataclasses.asdict(spec)))
-    if p.exists():
-        old = load_json(p)
+    old = load_json(p) if p.exists() else None
+    if old is not None and _has_rounds(p.parent):         # a folder without finished rounds never blocks a rerun
         diff = {k for k in ("method", "seed", "image_size", "config", "meta") if old.get(k, [] if k == "meta" else None) != new.get(k)}
         if diff: raise FsadError(f"{p} was written by a run with other settings ({', '.join(sorted(diff))}); "
                                  f"use another --out or delete it")
-    save_json(p, {**new, "shots": sorted(set(new["shots"]) | set((load_json(p) if p.exists() else {}).get("shots", [])))})
+        new["shots"] = sorted(set(new["shots"]) | set(old.get("shots", [])))
+    return new
+
 
 # %% ../nbs/20_protocol.ipynb #c8f8184f
 def run_round(detector, support, test, batch_size:int=32) -> dict:
@@ -56,65 +61,109 @@ def run_round(detector, support, test, batch_size:int=32) -> dict:
     t1 = time.perf_counter(); scores, maps = detector.predict(images, batch_size=batch_size)
     t2 = time.perf_counter()
     m = evaluate(labels, scores, masks[:, 0] if has_masks else None, maps if has_masks else None, has_masks=has_masks)
-    res = {**{k: float(v) for k, v in m.items()}, "fit_s": t1 - t0, "predict_s": t2 - t1, "n_test": int(len(labels))}
+    res = {**{k: float(v) for k, v in m.items()}, "has_masks": bool(has_masks),
+           "fit_s": t1 - t0, "predict_s": t2 - t1, "n_test": int(len(labels))}
     return res, scores, maps
 
 # %% ../nbs/20_protocol.ipynb #f850c0dc
-def _load_done(p):
-    try:
-        d = load_json(p)
-        return d if all(k in d for k in METRICS) else None
-    except FsadError: return None
+def _is_metric(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1
+
+def _round_problem(d) -> str|None:
+    "Why a round record is not a finished round (None if it is)."
+    if not isinstance(d, dict): return f"holds {type(d).__name__}, not a round record"
+    for k in METRICS:
+        v = d.get(k, "missing")
+        undefined = v is None or (isinstance(v, float) and np.isnan(v))
+        if undefined and k != "image_auroc" and not d.get("has_masks", False): continue   # no masks: no pixel metric
+        if not _is_metric(v): return f"{k}={v!r} is not a metric in [0, 1]"
+    return None
+
+def load_round(path) -> dict|None:
+    "The record of a finished round, or None; a damaged or invalid file is reported (naming it) and counts as not done."
+    p = Path(path)
+    if not p.exists(): return None
+    try: d = load_json(p); why = _round_problem(d)
+    except FsadError as e: why = str(e).removeprefix(f"{p}: ")
+    if why is None: return d
+    warnings.warn(f"{p}: {why}; the round is computed again", stacklevel=2)
+    return None
 
 def leave_target_out(meta, root, category:str) -> list[str]:
     "The meta-training folders without the target category itself (compared as resolved paths)."
     target = (Path(root)/category).resolve()
     return [str(m) for m in (meta or []) if Path(m).resolve() != target]
 
+def _check_out(out, category:str):
+    "The run folder `out/category` must be a folder we can write into (or create)."
+    d = Path(out)/category
+    for q in (Path(out), d):
+        if q.exists() and not q.is_dir(): raise FsadError(f"{q}: is a file; --out must name a folder")
+    existing = next(q for q in (d, Path(out), *Path(out).absolute().parents) if q.exists())
+    if not os.access(existing, os.W_OK): raise FsadError(f"{existing}: not writable; choose another --out")
+
+def _check_test_set(test_ds, masks, has_masks):
+    "Both classes (and defective pixels, with masks) must be present, else no AUROC is defined; names the folder."
+    kinds = set(test_ds.labels.tolist())
+    if kinds != {0, 1}: raise FsadError(f"{test_ds.dir/'test'}: image AUROC needs both good and defective test images; "
+                                        f"found only {'good' if kinds == {0} else 'defective'} ones")
+    if has_masks and not bool(masks.any()):
+        raise FsadError(f"{test_ds.dir/'ground_truth'}: pixel AUROC needs defective pixels, but every mask is empty")
+
 def run_category(method:str, root, category:str, out, shots=(1, 2, 4, 8), rounds:int=10, seed:int=0,
-                 image_size:int=224, device=None, batch_size:int=32, config=None,
+                 image_size:int=224, device=None, batch_size:int=32, config=None, options:dict|None=None,
                  progress:bool=True, on_round=None, meta=None, **overrides) -> dict:
     "Evaluate `method` on `category` for each K over fixed support rounds; write per-round JSON and a summary."
-    det = get_detector(method, config=config, device=device, **overrides)
+    det = get_detector(method, config=config, device=device, **{**(options or {}), **overrides})
     meta = leave_target_out(meta, root, category)
-    spec = RunSpec(method, category, tuple(shots), rounds, seed, image_size, det.config.to_dict(), tuple(meta))
-    _check_spec(out, spec)
-    pool = MVTecLayout(root, category, "train", size=image_size)
+    spec = _check_spec(out, RunSpec(method, category, tuple(shots), rounds, seed, image_size, det.config.to_dict(), tuple(meta)))
+    pool, test_ds = MVTecLayout(root, category, "train", size=image_size), MVTecLayout(root, category, "test", size=image_size)
+    todo = [(K, r) for K in shots for r in range(rounds) if load_round(_round_path(out, category, K, r)) is None]
+    if todo: _check_out(out, category)
     sets = support_sets_for(Path(out)/category, pool.paths, shots, rounds, seed)
-    todo = [(K, r) for K in shots for r in range(rounds) if _load_done(_round_path(out, category, K, r)) is None]
+    save_json(Path(out)/category/"run.json", spec, unchanged_ok=True)
     if todo:
-        test_ds = MVTecLayout(root, category, "test", size=image_size)
-        images, masks, labels = load_split(root, category, "test", size=image_size)
+        support_pool = stack_split(pool)[0]                       # every training image decoded once, before round 0
+        images, masks, labels = stack_split(test_ds)
+        _check_test_set(test_ds, masks, test_ds.has_masks)
         test = (images, masks, labels, test_ds.has_masks)
         if meta: det.meta_fit(meta, checkpoint=Path(out)/category/"meta"/f"{method}.pt", progress=progress)
         if progress: todo = progress_bar(todo); todo.comment = f"{method} {category}"
         for K, r in todo:
             set_seed(seed + 1000 * K + r)     # detectors that train draw their randomness from here
-            support, _, _ = load_split(root, category, "train", size=image_size, indices=sets[K][r])
-            res, scores, maps = run_round(det, support, test, batch_size)
-            if on_round: on_round(dict(K=K, round=r, scores=scores, maps=maps, images=images, masks=masks, labels=labels))
+            res, scores, maps = run_round(det, support_pool[sets[K][r]], test, batch_size)
+            if on_round: on_round(dict(method=method, category=category, K=K, round=r, metrics=res, scores=scores, maps=maps,
+                                       images=images, masks=masks, labels=labels))
             save_json(_round_path(out, category, K, r), {"K": K, "round": r, "support": sets[K][r], **res})
-    every = load_json(Path(out)/category/"run.json")["shots"]             # K of this call and of earlier ones
-    done = max(len(list((Path(out)/category/f"k{K}").glob("round*.json"))) for K in every)
-    return summarise(out, category, every, max(rounds, done), method)    # the summary covers the whole directory
+    done = max(len(list((Path(out)/category/f"k{K}").glob("round*.json"))) for K in spec["shots"])
+    return summarise(out, category, spec["shots"], max(rounds, done), method)    # the summary covers the whole directory
 
 # %% ../nbs/20_protocol.ipynb #c0ca10fb
-def _fmt(m, s): return "–" if np.isnan(m) else f"{100*m:.1f} ± {100*s:.1f}"
+def _fmt(m, s, n:int=2) -> str:
+    if m is None or np.isnan(m): return "–"
+    return f"{100*m:.1f}" if n < 2 else f"{100*m:.1f} ± {100*s:.1f}"     # one round: no spread to show
+
+def _save_or_warn(path, write):
+    "Write a derived file (a summary); in a read-only finished run folder, warn instead of failing."
+    try: write()
+    except PermissionError: warnings.warn(f"{path}: not writable; the summary is returned but not saved", stacklevel=3)
 
 def summarise(out, category:str, shots, rounds:int, method:str="") -> dict:
-    "Collect round JSONs into mean/std per K; write summary.json and summary.md (atomically)."
+    "Collect the valid round JSONs into mean/std per K; write summary.json and summary.md (atomically, if changed)."
     rows = {}
     for K in shots:
-        done = [d for r in range(rounds) if (d := _load_done(_round_path(out, category, K, r)))]
+        done = [d for r in range(rounds) if (d := load_round(_round_path(out, category, K, r)))]
         if not done: continue
         row = {"rounds": len(done)}
         for k in METRICS + ("fit_s", "predict_s"):
-            v = np.array([d[k] for d in done], dtype=float)
+            v = np.array([np.nan if d.get(k) is None else d[k] for d in done], dtype=float)
             row[k] = {"mean": float(v.mean()), "std": float(v.std())}
         rows[int(K)] = row
     summary = {"method": method, "category": category, "by_shots": rows}
-    save_json(Path(out)/category/"summary.json", summary)
-    atomic_write_text(Path(out)/category/"summary.md", summary_table([summary]))
+    d = Path(out)/category
+    _save_or_warn(d/"summary.json", lambda: save_json(d/"summary.json", summary, unchanged_ok=True))
+    table = summary_table([summary])
+    if not ((d/"summary.md").is_file() and (d/"summary.md").read_text() == table):
+        _save_or_warn(d/"summary.md", lambda: atomic_write_text(d/"summary.md", table))
     return summary
 
 def summary_table(summaries) -> str:
@@ -122,15 +171,29 @@ def summary_table(summaries) -> str:
     lines = ["| method | category | K | image AUROC | pixel AUROC | AUPRO | rounds |", "|---|---|---|---|---|---|---|"]
     for s in summaries:
         for K, row in s["by_shots"].items():
-            cells = [_fmt(row[k]["mean"], row[k]["std"]) for k in METRICS]
+            cells = [_fmt(row[k]["mean"], row[k]["std"], row["rounds"]) for k in METRICS]
             lines.append(f"| {s['method']} | {s['category']} | {K} | " + " | ".join(cells) + f" | {row['rounds']} |")
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/20_protocol.ipynb #211a82c5
+class CategoriesFailed(FsadError):
+    "Some categories of a multi-category run failed; `failures` maps each to its error, `summaries` holds the others."
+    def __init__(self, failures:dict, summaries:list):
+        self.failures, self.summaries = failures, summaries
+        super().__init__(f"{len(failures)} categor{'y' if len(failures) == 1 else 'ies'} failed: "
+                         + "; ".join(f"{c}: {e}" for c, e in failures.items()))
+
 def run(method:str, root, categories, out, **kw) -> list:
-    "Run the protocol over several categories; write out/summary.md with all of them."
+    "Run the protocol over several categories (a failing one is reported, the others still run); write out/summary.md."
     categories = [categories] if isinstance(categories, str) else list(categories)
-    summaries = [run_category(method, root, c, out, **kw) for c in categories]
-    atomic_write_text(Path(out)/"summary.md", summary_table(summaries))
-    save_json(Path(out)/"summary.json", summaries)
+    summaries, failures = [], {}
+    for c in categories:
+        try: summaries.append(run_category(method, root, c, out, **kw))
+        except FsadError as e:
+            if len(categories) == 1: raise
+            failures[c] = str(e); warnings.warn(f"{method} on {c} failed: {e}", stacklevel=2)
+    if summaries:
+        _save_or_warn(Path(out)/"summary.md", lambda: atomic_write_text(Path(out)/"summary.md", summary_table(summaries)))
+        _save_or_warn(Path(out)/"summary.json", lambda: save_json(Path(out)/"summary.json", summaries, unchanged_ok=True))
+    if failures: raise CategoriesFailed(failures, summaries)
     return summaries

@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 import torch
 from fastprogress.fastprogress import progress_bar
-from ..core import FsadError, Config, autocast, set_seed
+from ..core import FsadError, Config, autocast, set_seed, require
 from ..detector import Detector, register, smooth_maps, max_scores, batches
 from ..backbones import FeatureExtractor, aggregate_patches, embed
 
@@ -27,6 +27,13 @@ class KNNConfig(Config):
     patch_size: int = 3                   # neighbourhood of the locally aware patch feature
     k: int = 1                            # scores average the k nearest bank patches (1 = PatchCore)
     sigma: float = 4.0                    # Gaussian smoothing of the map, in pixels
+
+    def check(self):
+        require(len(self.layers) > 0 and all(l in (0, 1, 2) for l in self.layers), "layers", self.layers,
+                "must name stages among 0, 1, 2 (strides 4, 8, 16)")
+        require(self.patch_size >= 1, "patch_size", self.patch_size, "must be >= 1")
+        require(self.k >= 1, "k", self.k, "must be >= 1 (nearest neighbours to average)")
+        require(self.sigma >= 0, "sigma", self.sigma, "must be >= 0 pixels (0: no smoothing)")
 
 # %% ../../nbs/10_knn.ipynb #4ad01cf9
 def nn_distance(Q:torch.Tensor, M:torch.Tensor, k:int=1, chunk:int=8192) -> torch.Tensor:

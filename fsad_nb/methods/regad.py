@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from fastprogress.fastprogress import master_bar, progress_bar
-from ..core import FsadError, Config, autocast, atomic_path, set_seed, in_test
+from ..core import FsadError, Config, autocast, atomic_path, set_seed, in_test, require
 from ..detector import Detector, register, smooth_maps, max_scores, batches
 from ..backbones import FeatureExtractor, embed
 from ..data import normal_image_paths, load_images
@@ -45,6 +45,15 @@ class RegADConfig(Config):
     sigma: float = 4.0                     # Gaussian smoothing of the map, pixels
     chunk: int = 512                       # positions per Cholesky / Mahalanobis batch (bounds memory)
     train_seed: int = 0                    # draws of the training pairs
+
+    def check(self):
+        require(self.transform in STN_VARIANTS, "transform", self.transform, f"must be one of {list(STN_VARIANTS)}")
+        require(self.eps >= 0, "eps", self.eps, "must be >= 0 (the ridge added to each covariance)")
+        require(self.sigma >= 0, "sigma", self.sigma, "must be >= 0 pixels")
+        for k in ("train_batch", "train_size", "chunk"): require(getattr(self, k) >= 1, k, getattr(self, k), "must be >= 1")
+        require(self.epochs >= 0, "epochs", self.epochs, "must be >= 0")
+        require(self.iters_per_epoch is None or self.iters_per_epoch >= 1, "iters_per_epoch", self.iters_per_epoch, "must be >= 1 or None")
+        require(self.lr > 0, "lr", self.lr, "must be > 0")
 
 # %% ../../nbs/11_regad.ipynb #086eb221
 STN_VARIANTS = {
@@ -179,7 +188,10 @@ def gaussian_fit(E:torch.Tensor, eps:float=0.01, chunk:int=512):
     for p0 in range(0, P, chunk):
         X = E[:, :, p0:p0 + chunk].permute(2, 0, 1).contiguous() - mu[p0:p0 + chunk, None]   # [p,N,C]; contiguous: 30x faster bmm
         S = X.transpose(1, 2) @ X / max(N - 1, 1) + eps * I                          # Eq. 4
-        prec[p0:p0 + chunk] = torch.cholesky_inverse(torch.linalg.cholesky(S))
+        L, info = torch.linalg.cholesky_ex(S)
+        if info.any(): raise FsadError(f"the support covariance at {int((info > 0).sum())} positions is singular "
+                                       f"(eps={eps}, {N} support features): raise eps, e.g. eps=0.01, or give more varied support images")
+        prec[p0:p0 + chunk] = torch.cholesky_inverse(L)
     return mu, prec
 
 def mahalanobis(E:torch.Tensor, mu:torch.Tensor, prec:torch.Tensor, chunk:int=512) -> torch.Tensor:
