@@ -147,6 +147,11 @@ def _save_or_warn(path, write):
     try: write()
     except PermissionError: warnings.warn(f"{path}: not writable; the summary is returned but not saved", stacklevel=3)
 
+def _write_text(path, text:str):
+    "Write a derived text file atomically, unless it already holds `text`; warn if its folder is read-only."
+    p = Path(path)
+    if not (p.is_file() and p.read_text() == text): _save_or_warn(p, lambda: atomic_write_text(p, text))
+
 def summarise(out, category:str, shots, rounds:int, method:str="") -> dict:
     "Collect the valid round JSONs into mean/std per K; write summary.json and summary.md (atomically, if changed)."
     rows = {}
@@ -161,9 +166,7 @@ def summarise(out, category:str, shots, rounds:int, method:str="") -> dict:
     summary = {"method": method, "category": category, "by_shots": rows}
     d = Path(out)/category
     _save_or_warn(d/"summary.json", lambda: save_json(d/"summary.json", summary, unchanged_ok=True))
-    table = summary_table([summary])
-    if not ((d/"summary.md").is_file() and (d/"summary.md").read_text() == table):
-        _save_or_warn(d/"summary.md", lambda: atomic_write_text(d/"summary.md", table))
+    _write_text(d/"summary.md", summary_table([summary]))
     return summary
 
 def summary_table(summaries) -> str:
@@ -193,7 +196,7 @@ def run(method:str, root, categories, out, **kw) -> list:
             if len(categories) == 1: raise
             failures[c] = str(e); warnings.warn(f"{method} on {c} failed: {e}", stacklevel=2)
     if summaries:
-        _save_or_warn(Path(out)/"summary.md", lambda: atomic_write_text(Path(out)/"summary.md", summary_table(summaries)))
+        _write_text(Path(out)/"summary.md", summary_table(summaries))
         _save_or_warn(Path(out)/"summary.json", lambda: save_json(Path(out)/"summary.json", summaries, unchanged_ok=True))
     if failures: raise CategoriesFailed(failures, summaries)
     return summaries
