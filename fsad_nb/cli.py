@@ -12,8 +12,8 @@ from . import __version__
 from .core import FsadError       # light: torch, the data layer and the methods load on first use
 
 # %% auto #0
-__all__ = ['MIN_IMAGE_SIZE', 'parse_overrides', 'build_parser', 'check_run_args', 'cmd_run', 'cmd_data', 'cmd_list', 'cmd_demo',
-           'main']
+__all__ = ['MIN_IMAGE_SIZE', 'parse_overrides', 'build_parser', 'check_run_args', 'resolve_data', 'resolve_meta', 'cmd_run',
+           'cmd_data', 'cmd_list', 'cmd_demo', 'main']
 
 # %% ../nbs/21_cli.ipynb #58ebcc7b
 def parse_overrides(method:str, pairs, backbone=None) -> dict:
@@ -36,9 +36,6 @@ def parse_overrides(method:str, pairs, backbone=None) -> dict:
     return out
 
 # %% ../nbs/21_cli.ipynb #5300ba34
-def _data_root():
-    return Path(os.environ.get("FSAD_DATA", Path.home()/".cache"/"fsad_nb").split(os.pathsep)[0])
-
 class _Parser(argparse.ArgumentParser):
     "argparse, but a usage error is one line: `fsad: error: ...` (exit code 2)."
     def error(self, message):
@@ -51,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="evaluate a method with the few-shot protocol")
     r.add_argument("--method", default="knn", help="a registered method (see `fsad list`)")
-    r.add_argument("--root", required=True, help="folder holding categories in MVTec layout")
-    r.add_argument("--category", nargs="+", required=True, help="one or more categories under --root")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="a dataset of the data home by name (see `fsad data list`), fetched if absent")
+    src.add_argument("--root", help="or: your own folder holding categories in MVTec layout")
+    r.add_argument("--category", nargs="+", default=None, help="categories to evaluate (default: every one of --dataset)")
     r.add_argument("--shots", nargs="+", type=int, default=[1, 2, 4, 8], help="K values")
     r.add_argument("--rounds", type=int, default=10, help="fixed support draws per K")
     r.add_argument("--seed", type=int, default=0, help="seed of the support draws")
@@ -61,17 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     r.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="other config options")
-    r.add_argument("--meta", nargs="+", default=[], metavar="PATH",
-                   help="category-agnostic training data (RegAD): MVTec-layout categories or plain folders of normal "
-                        "images; the target category is left out automatically")
+    r.add_argument("--meta", nargs="+", default=[], metavar="NAME_OR_PATH",
+                   help="category-agnostic training data (RegAD): datasets by name (each of their categories or texture "
+                        "classes), MVTec-layout categories or plain folders of normal images; the target is left out automatically")
     r.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     d = sub.add_parser("demo", help="offline demo: patch-kNN on real elpv solar cells, K=4")
     d.add_argument("--out", default="results/demo"); d.add_argument("--rounds", type=int, default=3)
     d.add_argument("--shots", type=int, default=4); d.add_argument("--device", default="auto")
-    d.add_argument("--data", default=None, help="where to write the elpv categories (default: the data home, $FSAD_DATA or ~/.cache/fsad_nb)")
-    g = sub.add_parser("data", help="prepare datasets in MVTec layout")
-    g.add_argument("dataset", choices=["elpv", "synthetic", "mvtec", "mpdd", "visa", "dagm"])
-    g.add_argument("--root", required=True, help="destination folder")
+    d.add_argument("--data", default=None, help="folder to write the elpv categories into (default: the data home's elpv)")
+    g = sub.add_parser("data", help="datasets in the data home ($FSAD_DATA, else ~/.cache/fsad_nb)")
+    gs = g.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    gs.add_parser("list", help="what the data home holds, with sizes, sources and licences")
+    f = gs.add_parser("fetch", help="download and convert datasets by name into the data home")
+    f.add_argument("names", nargs="+", metavar="NAME", help="e.g. magnetic_tile dtd10 fashion_mnist elpv mvtec_ad visa")
+    y = gs.add_parser("synthetic", help="write a small procedural category (for trying the commands out)")
+    y.add_argument("--root", required=True, help="destination folder")
     sub.add_parser("list", help="list methods and backbones")
     return p
 
@@ -95,14 +98,42 @@ def _round_line(d):
     print(f"{d['method']} {d['category']} K={d['K']} round {d['round']}: image AUROC {m['image_auroc']:.3f}, "
           f"fit {m['fit_s']:.1f} s, predict {m['predict_s']:.1f} s", flush=True)
 
+def _is_category(d:Path) -> bool: return (d/"train"/"good").is_dir() and (d/"test").is_dir()
+
+def resolve_data(a) -> tuple[Path, list[str]]:
+    "(root, categories) for `fsad run`: a dataset of the data home by name, or a folder; categories default to all."
+    from fsad_nb.data import list_categories
+    if a.dataset:
+        from fsad_nb.datasets import dataset
+        d = dataset(a.dataset)
+        root, every = (d.parent, [d.name]) if _is_category(d) else (d, list_categories(d))
+    else:
+        root, every = Path(a.root), None
+        if not root.is_dir(): raise FsadError(f"--root {root}: no such folder")
+    cats = a.category or every
+    if not cats: raise FsadError("--category: name the categories under --root to evaluate")
+    return root, cats
+
+def resolve_meta(entries) -> list[str]:
+    "--meta entries as folders: a path stays as it is; a dataset name becomes each of its categories or image folders."
+    out = []
+    for m in entries:
+        if Path(m).exists(): out.append(str(m)); continue
+        from fsad_nb.datasets import dataset, SOURCES
+        if m not in SOURCES: raise FsadError(f"--meta {m}: neither a folder nor a dataset name ({', '.join(sorted(SOURCES))})")
+        d = dataset(m)
+        out += [str(d)] if _is_category(d) else [str(s) for s in sorted(d.iterdir()) if s.is_dir() and not s.name.startswith(".")]
+    return out
+
 def cmd_run(a) -> list:
     "`fsad run`: the protocol over the given categories; prints the summary table (of those that ran, if some failed)."
     device = check_run_args(a)                  # cheap checks first: a typo is reported before torch loads
     from fsad_nb import protocol
     over = parse_overrides(a.method, a.set, a.backbone)
     tty = sys.stdout.isatty()                    # a terminal gets progress bars, a log file one line per round
-    try: summaries = protocol.run(a.method, a.root, a.category, a.out, shots=tuple(a.shots), rounds=a.rounds, seed=a.seed,
-                                  image_size=a.image_size, device=device, batch_size=a.batch_size, meta=a.meta,
+    root, categories = resolve_data(a)
+    try: summaries = protocol.run(a.method, root, categories, a.out, shots=tuple(a.shots), rounds=a.rounds, seed=a.seed,
+                                  image_size=a.image_size, device=device, batch_size=a.batch_size, meta=resolve_meta(a.meta),
                                   options=over, progress=tty, on_round=None if tty else _round_line)
     except protocol.CategoriesFailed as e:
         if e.summaries: print(protocol.summary_table(e.summaries))
@@ -111,15 +142,14 @@ def cmd_run(a) -> list:
     return summaries
 
 def cmd_data(a):
-    "`fsad data`: write a dataset in MVTec layout under --root."
-    from fsad_nb import data
-    root = Path(a.root)
-    if a.dataset == "elpv": print(*data.make_elpv_categories(root), sep="\n")
-    elif a.dataset == "synthetic": print(data.make_synthetic_category(root))
-    elif a.dataset == "mvtec": data.download_mvtec_ad(root)
-    elif a.dataset == "mpdd": data.download_mpdd(root)
-    elif a.dataset == "visa": data.download_visa(root)
-    elif a.dataset == "dagm": data.download_dagm(root)
+    "`fsad data list | fetch NAME... | synthetic --root DIR`."
+    from fsad_nb import datasets
+    if a.action == "list": print(datasets.describe())
+    elif a.action == "fetch":
+        for n in a.names: print(f"{n}: {datasets.fetch(n)}")
+    else:
+        from fsad_nb.data import make_synthetic_category
+        print(make_synthetic_category(Path(a.root)))
 
 def cmd_list(a=None):
     "`fsad list`: registered methods and backbones."
@@ -135,8 +165,10 @@ def cmd_demo(a, categories=("elpv_mono", "elpv_poly"), image_size:int=224, **kw)
     from fsad_nb.core import get_device, atomic_write_text
     from fsad_nb.viz import heatmap_gallery
     t0 = time.time()
-    root = Path(a.data) if a.data else _data_root()
-    data.make_elpv_categories(root)
+    if a.data: root = Path(a.data); data.make_elpv_categories(root)
+    else:
+        from fsad_nb.datasets import dataset
+        root = dataset("elpv")                      # written from the pip package into the data home on first use
     out, shown = Path(a.out), {}
     summaries = []
     for c in categories:

@@ -700,16 +700,21 @@ def read_idx(path, magic:int) -> np.ndarray:
     return data.reshape(shape)
 
 def _fashion_root(root=None) -> Path:
-    "`root`, else $FSAD_FASHION_MNIST, else Debian's folder."
-    return Path(root) if root is not None else Path(os.environ.get("FSAD_FASHION_MNIST", FASHION_MNIST_DIR))
+    "`root`, else $FSAD_FASHION_MNIST, else the data home's copy, else Debian's folder, else a download into the data home."
+    if root is not None: return Path(root)
+    if os.environ.get("FSAD_FASHION_MNIST"): return Path(os.environ["FSAD_FASHION_MNIST"])
+    from fsad_nb.datasets import dataset, find             # imported here: datasets builds on this module
+    if (d := find("fashion_mnist")) is not None: return d
+    if all((FASHION_MNIST_DIR/f).is_file() for fs in FASHION_MNIST_FILES.values() for f in fs): return FASHION_MNIST_DIR
+    return dataset("fashion_mnist")
 
 def load_fashion_mnist(root=None, split:str="train") -> tuple[torch.Tensor, torch.Tensor]:
     "Fashion-MNIST `split` ('train': 60,000 images, 'test': 10,000) as uint8 images [N,28,28] and int64 labels [N] in 0-9."
     if split not in FASHION_MNIST_FILES: raise FsadError(f"split={split!r}: must be 'train' or 'test'")
     paths = [_fashion_root(root)/f for f in FASHION_MNIST_FILES[split]]
     missing = [p for p in paths if not p.is_file()]
-    if missing: raise FsadError(f"Fashion-MNIST not found: {missing[0]} is missing. Install it with `apt-get install "
-                                f"dataset-fashion-mnist`, or pass root= (or set FSAD_FASHION_MNIST) to the folder of the four .gz files")
+    if missing: raise FsadError(f"Fashion-MNIST not found: {missing[0]} is missing. Get it with `fsad data fetch fashion_mnist` "
+                                f"(or `apt-get install dataset-fashion-mnist`), or pass root= to the folder of the four .gz files")
     X, y = read_idx(paths[0], IDX_IMAGES), read_idx(paths[1], IDX_LABELS)
     if len(X) != len(y): raise FsadError(f"{paths[0]} holds {len(X)} images but {paths[1]} holds {len(y)} labels")
     if y.size and int(y.max()) > 9: raise FsadError(f"{paths[1]}: label {int(y.max())} outside 0-9")
