@@ -13,7 +13,7 @@ from .core import FsadError       # light: torch, the data layer and the methods
 
 # %% auto #0
 __all__ = ['MIN_IMAGE_SIZE', 'parse_overrides', 'build_parser', 'check_run_args', 'resolve_data', 'resolve_meta', 'cmd_run',
-           'cmd_data', 'cmd_list', 'cmd_demo', 'main']
+           'write_gallery', 'cmd_data', 'cmd_list', 'cmd_demo', 'main']
 
 # %% ../nbs/21_cli.ipynb #58ebcc7b
 def parse_overrides(method:str, pairs, backbone=None) -> dict:
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="category-agnostic training data (RegAD): datasets by name (each of their categories or texture "
                         "classes), MVTec-layout categories or plain folders of normal images; the target is left out automatically")
     r.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+    r.add_argument("--gallery", action="store_true", help="also write <out>/<category>/gallery.png: images, masks and maps of one round")
     d = sub.add_parser("demo", help="offline demo: patch-kNN on real elpv solar cells, K=4")
     d.add_argument("--out", default="results/demo"); d.add_argument("--rounds", type=int, default=3)
     d.add_argument("--shots", type=int, default=4); d.add_argument("--device", default="auto")
@@ -132,14 +133,30 @@ def cmd_run(a) -> list:
     over = parse_overrides(a.method, a.set, a.backbone)
     tty = sys.stdout.isatty()                    # a terminal gets progress bars, a log file one line per round
     root, categories = resolve_data(a)
+    shown = {}                                   # the first round of each category run now, for --gallery
+    def on_round(d):
+        if a.gallery: shown.setdefault(d["category"], d)
+        if not tty: _round_line(d)
     try: summaries = protocol.run(a.method, root, categories, a.out, shots=tuple(a.shots), rounds=a.rounds, seed=a.seed,
                                   image_size=a.image_size, device=device, batch_size=a.batch_size, meta=resolve_meta(a.meta),
-                                  options=over, progress=tty, on_round=None if tty else _round_line)
+                                  options=over, progress=tty, on_round=on_round)
     except protocol.CategoriesFailed as e:
         if e.summaries: print(protocol.summary_table(e.summaries))
         raise
+    for c in categories if a.gallery else []:    # a resumed category has no new round: replay its first one
+        d = shown.get(c) or protocol.replay_round(root, a.out, c, min(a.shots), 0, device=device, batch_size=a.batch_size)
+        print(f"gallery: {write_gallery(d, Path(a.out)/c/'gallery.png')}")
     print(protocol.summary_table(summaries)); print(f"results in {a.out}")
     return summaries
+
+def write_gallery(d:dict, path) -> Path:
+    "The heatmap gallery of one round (an `on_round` dict): highest-scoring defects, then good images; PNG at `path`."
+    from fsad_nb.viz import heatmap_gallery
+    masks = d["masks"][:, 0].numpy() if d["metrics"].get("has_masks") else None
+    heatmap_gallery(d["images"], d["maps"], d["labels"].numpy(), d["scores"], masks=masks, n=8, path=path,
+                    title=f"{d['method']} on {d['category']}, K={d['K']}, round {d['round']}")
+    import matplotlib.pyplot as plt; plt.close("all")
+    return Path(path)
 
 def cmd_data(a):
     "`fsad data list | fetch NAME... | synthetic --root DIR`."
@@ -163,7 +180,6 @@ def cmd_demo(a, categories=("elpv_mono", "elpv_poly"), image_size:int=224, **kw)
     "`fsad demo`: patch-kNN, K=4, a few rounds on real elpv solar cells; table + heatmap gallery PNG."
     from fsad_nb import protocol, data
     from fsad_nb.core import get_device, atomic_write_text
-    from fsad_nb.viz import heatmap_gallery
     t0 = time.time()
     if a.data: root = Path(a.data); data.make_elpv_categories(root)
     else:
@@ -172,14 +188,13 @@ def cmd_demo(a, categories=("elpv_mono", "elpv_poly"), image_size:int=224, **kw)
     out, shown = Path(a.out), {}
     summaries = []
     for c in categories:
-        keep = lambda d, c=c: shown.setdefault(c, d)
-        summaries.append(protocol.run_category("knn", root, c, out, shots=(a.shots,), rounds=a.rounds,
-                                               image_size=image_size, device=get_device(a.device), on_round=keep, **kw))
-        d = shown.get(c)
-        if d is not None:
-            heatmap_gallery(d["images"], d["maps"], d["labels"].numpy(), d["scores"], n=8, path=out/f"gallery_{c}.png",
-                            title=f"patch-kNN on {c}, K={d['K']}, round {d['round']}")
-            print(f"gallery: {out/f'gallery_{c}.png'}")
+        def keep(d, c=c):
+            shown.setdefault(c, d)
+            if not sys.stdout.isatty(): _round_line(d)
+        summaries.append(protocol.run_category("knn", root, c, out, shots=(a.shots,), rounds=a.rounds, image_size=image_size,
+                                               device=get_device(a.device), on_round=keep, progress=sys.stdout.isatty(), **kw))
+        d = shown.get(c) or protocol.replay_round(root, out, c, a.shots, 0, device=get_device(a.device))
+        print(f"gallery: {write_gallery(d, out/f'gallery_{c}.png')}")
     table = protocol.summary_table(summaries)
     atomic_write_text(out/"summary.md", table)
     print(table); print(f"demo finished in {time.time()-t0:.0f}s; results in {out}")

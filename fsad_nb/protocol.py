@@ -15,11 +15,11 @@ from .core import FsadError, save_json, load_json, atomic_write_text, set_seed
 from .data import MVTecLayout, stack_split
 from .fewshot import support_sets_for
 from .metrics import evaluate
-from .detector import get_detector   # methods are imported on first use
+from .detector import get_detector, method_class   # methods are imported on first use
 
 # %% auto #0
 __all__ = ['METRICS', 'RunSpec', 'run_round', 'load_round', 'leave_target_out', 'run_category', 'summarise', 'summary_table',
-           'CategoriesFailed', 'run']
+           'CategoriesFailed', 'run', 'replay_round']
 
 # %% ../nbs/20_protocol.ipynb #32fb8c38
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -200,3 +200,20 @@ def run(method:str, root, categories, out, **kw) -> list:
         _save_or_warn(Path(out)/"summary.json", lambda: save_json(Path(out)/"summary.json", summaries, unchanged_ok=True))
     if failures: raise CategoriesFailed(failures, summaries)
     return summaries
+
+# %% ../nbs/20_protocol.ipynb #4b5a0337
+def replay_round(root, out, category:str, K:int, r:int=0, device=None, batch_size:int=32) -> dict:
+    "Fit round `r` of K-shot `category` again from its run folder and predict the test split: the `on_round` dict."
+    from fsad_nb.fewshot import load_support_sets
+    spec = load_json(Path(out)/category/"run.json")
+    sets = load_support_sets(Path(out)/category/"support_sets.json")
+    if K not in sets or r >= len(sets[K]): raise FsadError(f"{Path(out)/category}: no round {r} at K={K} in its support sets")
+    det = get_detector(spec["method"], config=method_class(spec["method"]).config_cls.from_dict(spec["config"]), device=device)
+    if spec.get("meta"): det.meta_fit(spec["meta"], checkpoint=Path(out)/category/"meta"/f"{spec['method']}.pt", progress=False)
+    pool = MVTecLayout(root, category, "train", size=spec["image_size"])
+    test_ds = MVTecLayout(root, category, "test", size=spec["image_size"])
+    images, masks, labels = stack_split(test_ds)
+    set_seed(spec["seed"] + 1000 * K + r)
+    res, scores, maps = run_round(det, stack_split(pool, sets[K][r])[0], (images, masks, labels, test_ds.has_masks), batch_size)
+    return dict(method=spec["method"], category=category, K=K, round=r, metrics=res, scores=scores, maps=maps,
+                images=images, masks=masks, labels=labels)
