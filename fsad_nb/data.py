@@ -341,9 +341,12 @@ def download(url:str, dest, sha256:str|None=None, chunk:int=1 << 20, retries:int
             if e.code == 416: part.unlink(missing_ok=True); continue             # our partial file is stale: start again
             raise FsadError(f"{url}: download failed (HTTP {e.code} {e.reason})") from None
         except (_Incomplete, http.client.HTTPException, urllib.error.URLError, OSError) as e:
-            if attempt == retries:
-                raise FsadError(f"{url}: download incomplete after {retries + 1} attempts ({e}); the partial file "
-                                f"{part.name} is kept and the next call resumes it") from None
+            if attempt < retries: continue
+            if part.exists() and part.stat().st_size: raise FsadError(
+                f"{url}: download incomplete after {retries + 1} attempts ({e}); the partial file {part} is kept "
+                f"and the next call resumes it") from None
+            part.unlink(missing_ok=True)
+            raise FsadError(f"{url}: download failed after {retries + 1} attempts ({getattr(e, 'reason', e)})") from None
     if want is not None and (got := file_hash(part, want[0])) != want[1]:
         part.unlink(missing_ok=True)
         raise FsadError(f"{dest.name}: {want[0].upper()} mismatch for {url}: expected {want[1]}, got {got}")
