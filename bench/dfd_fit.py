@@ -20,6 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from fsad_nb.core import get_device, save_json, set_seed                  # noqa: E402
+from fsad_nb.datasets import find                                          # noqa: E402
 from fsad_nb.data import load_split                                        # noqa: E402
 from fsad_nb.detector import get_detector                                  # noqa: E402
 from fsad_nb.cli import parse_overrides                                    # noqa: E402
@@ -31,11 +32,11 @@ def _sync(dev):
 
 
 def _support(a, S):
-    "K real normal images when the category exists, else random images."
-    cat = Path(a.root)/a.category
-    if (cat/"train"/"good").is_dir():
+    "K real normal images of the dataset when the data home has it, else random images."
+    cat = find(a.dataset)
+    if cat is not None and (cat/"train"/"good").is_dir():
         idx = [i * 37 for i in range(a.shots)]
-        return load_split(a.root, a.category, "train", size=S, indices=idx)[0], f"{a.category} (train indices {idx})"
+        return load_split(cat.parent, cat.name, "train", size=S, indices=idx)[0], f"{cat.name} (train indices {idx})"
     return torch.rand(a.shots, 3, S, S), "random"
 
 
@@ -50,8 +51,7 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the config's, 80 for dfd)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--n-test", type=int, default=32, help="images per timed inference call")
-    p.add_argument("--root", default=str(ROOT.parent/"shared"/"data"))
-    p.add_argument("--category", default="magnetic_tile")
+    p.add_argument("--dataset", default="magnetic_tile", help="a dataset of the data home (see `fsad data list`)")
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="other config overrides")
     p.add_argument("--tag", default="", help="suffix of the result file name")
     p.add_argument("--out", default=None)

@@ -16,8 +16,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from fsad_nb.core import save_json, atomic_path                           # noqa: E402
+from fsad_nb.protocol import METRICS, load_round                          # noqa: E402
 
-METRICS = ("image_auroc", "pixel_auroc", "aupro")
 NAMES = {"dfd": "DFD", "simplenet": "SimpleNet", "knn": "patch-kNN", "regad": "RegAD"}
 ABLATIONS = {  # run directory under results/dfd_ablation -> (the paper's table, what is switched off)
     "use_frequency_False": ("Table 6", "no frequency split (original image, one path)"),
@@ -31,12 +31,9 @@ ABLATIONS = {  # run directory under results/dfd_ablation -> (the paper's table,
 
 
 def rounds_of(run_dir, category, K) -> dict:
-    "{round index: metrics} of the finished rounds of one run at K."
-    out = {}
-    for p in sorted((Path(run_dir)/category/f"k{K}").glob("round*.json")):
-        d = json.loads(p.read_text())
-        if all(k in d for k in METRICS): out[int(p.stem[5:])] = d
-    return out
+    "{round index: metrics} of the finished rounds of one run at K (read and validated by the protocol's reader)."
+    found = {int(p.stem[5:]): load_round(p) for p in sorted((Path(run_dir)/category/f"k{K}").glob("round*.json"))}
+    return {r: d for r, d in found.items() if d is not None}
 
 
 def fmt(v) -> str:

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from fsad_nb.core import save_json                                   # noqa: E402
 from fsad_nb.perlin import PseudoAnomaly, TextureBank               # noqa: E402
+from fsad_nb.datasets import find                                    # noqa: E402
 
 
 # ---- the reference: one image at a time, numpy + scipy, the way a first implementation is written ----------------
@@ -88,14 +89,15 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="a few images only: checks that the script runs")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "perlin.json"))
-    ap.add_argument("--textures", default=os.environ.get("FSAD_DATA", str(ROOT.parent / "shared" / "data")) + "/dtd10")
+    ap.add_argument("--textures", default="dtd10", help="a texture dataset of the data home, or a folder")
     a = ap.parse_args(argv)
     S, R = a.size, (1 if a.quick else a.repeats)
     n_np, n_cpu, batch_cpu = (8, 32, 32) if a.quick else (64, 256, 64)
 
+    if not Path(a.textures).is_dir() and (found := find(a.textures)) is not None: a.textures = str(found)
     if Path(a.textures).is_dir():
         bank = TextureBank(a.textures, size=S, max_images=100, augment=False)
-        bank_src = os.path.relpath(a.textures, ROOT)
+        bank_src = Path(a.textures).name
         tex_u8 = bank.images
     else:                                                            # any textures do for timing
         bank_src, tex_u8 = "random", torch.randint(0, 256, (100, 3, S, S), dtype=torch.uint8)

@@ -58,7 +58,7 @@ def main(argv=None):
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="TDG config overrides, e.g. iterations=200")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--root", default=None, help="Fashion-MNIST folder (default: $FSAD_FASHION_MNIST or Debian's)")
+    p.add_argument("--root", default=None, help="Fashion-MNIST folder (default: the data home's fashion_mnist)")
     p.add_argument("--tag", default="", help="suffix of the result file name")
     p.add_argument("--out", default=None, help="result file (default: bench/results/tdg_oneclass_...json)")
     p.add_argument("--fresh", action="store_true", help="ignore rounds already in the result file")

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Every pending GPU measurement in one go, JSON per measurement under $OUT (default bench/results/gpu).
+# On a CUDA machine:   OUT=/tmp/gpu bash bench/gpu.sh
+# The data it reads comes from the data home; for a machine without it, first copy what it needs into the
+# git-ignored .device_data/ (about 40 MB):   bash bench/gpu.sh --prepare
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--prepare" ]; then
+  python - <<'PY'
+import shutil
+from fsad_nb.datasets import dataset
+for name in ("magnetic_tile", "dtd10"):
+    src = dataset(name); shutil.copytree(src, f".device_data/{name}", dirs_exist_ok=True); print("copied", src)
+PY
+  exit 0
+fi
+OUT=${OUT:-bench/results/gpu}; mkdir -p "$OUT"
+export FSAD_DATA="$PWD/.device_data${FSAD_DATA:+:$FSAD_DATA}"
+[ -d .venv ] && . .venv/bin/activate
+nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpu.txt" 2>&1 || true
+run() {  # name, limit in seconds, command...
+  local name=$1 limit=$2; shift 2; local t0=$(date +%s)
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
+  echo "$name: exit $rc in $(( $(date +%s) - t0 )) s"
+}
+# inference at batch 32 against the bare backbone (target: >= 50 % of the backbone)
+for m in knn regad dfd simplenet; do
+  run "throughput_$m" 120 python bench/throughput.py --method $m --device cuda --batch-size 32 --image-size 224 --out "$OUT/throughput_$m.json"
+done
+run throughput_tdg 120 python bench/throughput.py --method tdg --device cuda --batch-size 32 --out "$OUT/throughput_tdg.json"
+# RegAD adaptation at K = 8 with the 22 augmentations (paper: 4.47 s on an RTX 3090; target < 0.5 s)
+run regad_adapt 120 python bench/regad_adapt.py --device cuda --shots 8 --out "$OUT/regad_adapt.json"
+# DFD and SimpleNet fits at the paper's budget, K = 2 (N = 80, 80 epochs; target < 60 s)
+run dfd_fit 300 python bench/dfd_fit.py --method dfd --device cuda --shots 2 --out "$OUT/dfd_fit.json"
+run simplenet_fit 200 python bench/dfd_fit.py --method simplenet --device cuda --shots 2 --out "$OUT/simplenet_fit.json"
+# TDG at the paper's setting, K = 5, one class (target < 120 s)
+run tdg_fit 300 python bench/tdg_oneclass.py --preset paper --device cuda --classes 0 --shots 5 --rounds 1 --n-test 1000 --fresh --out "$OUT/tdg_fit.json"
+ls -la "$OUT"
