@@ -19,7 +19,7 @@ from .detector import get_detector, method_class   # methods are imported on fir
 
 # %% auto #0
 __all__ = ['METRICS', 'RunSpec', 'run_round', 'load_round', 'leave_target_out', 'run_category', 'summarise', 'summary_table',
-           'CategoriesFailed', 'run', 'replay_round']
+           'CategoriesFailed', 'run', 'ray_rounds', 'replay_round']
 
 # %% ../nbs/20_protocol.ipynb #32fb8c38
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -109,10 +109,20 @@ def _check_test_set(test_ds, masks, has_masks):
     if has_masks and not bool(masks.any()):
         raise FsadError(f"{test_ds.dir/'ground_truth'}: pixel AUROC needs defective pixels, but every mask is empty")
 
+def _evaluate_round(det, support, test, K:int, r:int, idx:list, seed:int, batch_size:int, path):
+    "One round: seed it, fit, score, write its JSON atomically; returns (record, scores, maps)."
+    set_seed(seed + 1000 * K + r)         # detectors that train draw their randomness from here
+    res, scores, maps = run_round(det, support, test, batch_size)
+    rec = {"K": K, "round": r, "support": list(idx), **res}
+    save_json(path, rec)
+    return rec, scores, maps
+
 def run_category(method:str, root, category:str, out, shots=(1, 2, 4, 8), rounds:int=10, seed:int=0,
                  image_size:int=224, device=None, batch_size:int=32, config=None, options:dict|None=None,
-                 progress:bool=True, on_round=None, meta=None, **overrides) -> dict:
+                 progress:bool=True, on_round=None, meta=None, engine:str="local", address:str|None=None,
+                 workers:int|None=None, **overrides) -> dict:
     "Evaluate `method` on `category` for each K over fixed support rounds; write per-round JSON and a summary."
+    if engine not in ("local", "ray"): raise FsadError(f"engine={engine!r}: must be 'local' or 'ray'")
     det = get_detector(method, config=config, device=device, **{**(options or {}), **overrides})
     meta = leave_target_out(meta, root, category)
     spec = _check_spec(out, RunSpec(method, category, tuple(shots), rounds, seed, image_size, det.config.to_dict(), tuple(meta)))
@@ -126,16 +136,22 @@ def run_category(method:str, root, category:str, out, shots=(1, 2, 4, 8), rounds
         images, masks, labels = stack_split(test_ds)
         _check_test_set(test_ds, masks, test_ds.has_masks)
         test = (images, masks, labels, test_ds.has_masks)
-        if meta: det.meta_fit(meta, checkpoint=Path(out)/category/"meta"/f"{method}.pt", progress=progress)
-        if progress: todo = progress_bar(todo); todo.comment = f"{method} {category}"
-        for K, r in todo:
-            set_seed(seed + 1000 * K + r)     # detectors that train draw their randomness from here
-            res, scores, maps = run_round(det, support_pool[sets[K][r]], test, batch_size)
-            if on_round: on_round(dict(method=method, category=category, K=K, round=r, metrics=res, scores=scores, maps=maps,
-                                       images=images, masks=masks, labels=labels))
-            save_json(_round_path(out, category, K, r), {"K": K, "round": r, "support": sets[K][r], **res})
+        ckpt = Path(out)/category/"meta"/f"{method}.pt"
+        if meta: det.meta_fit(meta, checkpoint=ckpt, progress=progress)   # once; Ray tasks resume from the checkpoint
+        if engine == "ray":
+            recs = ray_rounds(det, support_pool, test, todo, sets, seed, batch_size, out, category, meta, ckpt, address, workers, progress)
+            for rec in recs:
+                if on_round: on_round(dict(method=method, category=category, K=rec["K"], round=rec["round"], metrics=rec))
+        else:
+            if progress: todo = progress_bar(todo); todo.comment = f"{method} {category}"
+            for K, r in todo:
+                rec, scores, maps = _evaluate_round(det, support_pool[sets[K][r]], test, K, r, sets[K][r], seed, batch_size,
+                                                    _round_path(out, category, K, r))
+                if on_round: on_round(dict(method=method, category=category, K=K, round=r, metrics=rec, scores=scores,
+                                           maps=maps, images=images, masks=masks, labels=labels))
     done = max(len(list((Path(out)/category/f"k{K}").glob("round*.json"))) for K in spec["shots"])
     return summarise(out, category, spec["shots"], max(rounds, done), method)    # the summary covers the whole directory
+
 
 # %% ../nbs/20_protocol.ipynb #c0ca10fb
 def _fmt(m, s, n:int=2) -> str:
@@ -200,6 +216,38 @@ def run(method:str, root, categories, out, **kw) -> list:
         _save_or_warn(Path(out)/"summary.json", lambda: save_json(Path(out)/"summary.json", summaries, unchanged_ok=True))
     if failures: raise CategoriesFailed(failures, summaries)
     return summaries
+
+# %% ../nbs/20_protocol.ipynb #4c3e9f4f
+def _ray_task(method:str, config:dict, device, pool, test, K:int, r:int, idx:list, seed:int, batch_size:int, path,
+              meta:list, ckpt) -> dict:
+    "A Ray task: build the detector from its config (and checkpoint), evaluate one round, write its file; returns the record."
+    det = get_detector(method, config=method_class(method).config_cls.from_dict(config), device=device)
+    if meta: det.meta_fit(meta, checkpoint=ckpt, progress=False)
+    return _evaluate_round(det, pool[idx], test, K, r, idx, seed, batch_size, path)[0]
+
+def _ray(address=None, workers=None):
+    "The `ray` module, connected to `address` or to a local Ray with `workers` CPUs (started once)."
+    try: import ray
+    except ImportError: raise FsadError('engine="ray" needs Ray: pip install "fsad_nb[ray]"') from None
+    if not ray.is_initialized(): ray.init(address=address, num_cpus=None if address else workers, log_to_driver=False,
+                                          include_dashboard=False, configure_logging=False)
+    return ray
+
+def ray_rounds(det, pool, test, todo, sets, seed, batch_size, out, category, meta, ckpt, address=None, workers=None,
+               progress=False) -> list[dict]:
+    "Evaluate the rounds `todo` [(K, r)] as Ray tasks (one GPU each where there are GPUs); the records in finishing order."
+    ray = _ray(address, workers)
+    gpu = det.device.type == "cuda"
+    task = ray.remote(num_gpus=1 if gpu else 0, num_cpus=1)(_ray_task)
+    pool_ref, test_ref = ray.put(pool), ray.put(test)
+    refs = [task.remote(det.name, det.config.to_dict(), "cuda" if gpu else "cpu", pool_ref, test_ref, K, r, sets[K][r],
+                        seed, batch_size, _round_path(out, category, K, r), meta, ckpt) for K, r in todo]
+    recs, bar = [], progress_bar(range(len(refs))) if progress else None
+    while refs:
+        done, refs = ray.wait(refs, num_returns=1)
+        recs.append(ray.get(done[0]))
+        if bar is not None: bar.update(len(recs))
+    return recs
 
 # %% ../nbs/20_protocol.ipynb #4b5a0337
 def replay_round(root, out, category:str, K:int, r:int=0, device=None, batch_size:int=32) -> dict:
