@@ -13,7 +13,7 @@ from .core import FsadError       # light: torch, the data layer and the methods
 
 # %% auto #0
 __all__ = ['MIN_IMAGE_SIZE', 'parse_overrides', 'build_parser', 'check_run_args', 'resolve_data', 'resolve_meta', 'cmd_run',
-           'write_gallery', 'cmd_data', 'cmd_list', 'cmd_demo', 'main']
+           'write_gallery', 'cmd_data', 'cmd_plot', 'cmd_list', 'cmd_demo', 'main']
 
 # %% ../nbs/21_cli.ipynb #58ebcc7b
 def parse_overrides(method:str, pairs, backbone=None) -> dict:
@@ -77,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     y = gs.add_parser("synthetic", help="write a small procedural category (for trying the commands out)")
     y.add_argument("--root", required=True, help="destination folder")
     sub.add_parser("list", help="list methods and backbones")
+    q = sub.add_parser("plot", help="a figure of one or more run folders (.png, .svg or .pdf)")
+    q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="--out folders of `fsad run`")
+    q.add_argument("--out", required=True, help="figure file: FIG.png, FIG.svg or FIG.pdf")
+    q.add_argument("--kind", choices=("k", "paired", "ablation"), default="k",
+                   help="k: metric vs K with a ± std band; paired: each round across methods; ablation: paired deltas "
+                        "(the first folder is the full model)")
+    q.add_argument("--metric", default=None, help="image_auroc, pixel_auroc or aupro (default: all for k, image_auroc otherwise)")
+    q.add_argument("--category", default=None); q.add_argument("--shots", type=int, default=None, help="K of a paired/ablation plot")
+    q.add_argument("--labels", nargs="+", default=None, help="a name per run folder (default: the method)")
     return p
 
 MIN_IMAGE_SIZE = 32   # the backbones' stride-16 maps need at least 2 x 2 positions
@@ -168,6 +177,13 @@ def cmd_data(a):
         from fsad_nb.data import make_synthetic_category
         print(make_synthetic_category(Path(a.root)))
 
+def cmd_plot(a):
+    "`fsad plot RUN_DIR... --out FIG`: a figure drawn from the round files of the run folders."
+    import matplotlib; matplotlib.use("Agg")
+    from fsad_nb.viz import plot_runs
+    plot_runs(a.run_dirs, a.out, kind=a.kind, metric=a.metric, category=a.category, K=a.shots, labels=a.labels)
+    print(a.out)
+
 def cmd_list(a=None):
     "`fsad list`: registered methods and backbones."
     from fsad_nb.detector import available_methods
@@ -205,7 +221,7 @@ def main(argv=None):
     "Entry point of the `fsad` console script: one `fsad: error:` line and exit code 2 for bad input, 1 if a category failed."
     a = build_parser().parse_args(argv)
     try:
-        {"run": cmd_run, "demo": cmd_demo, "data": cmd_data, "list": cmd_list}[a.cmd](a)
+        {"run": cmd_run, "demo": cmd_demo, "data": cmd_data, "list": cmd_list, "plot": cmd_plot}[a.cmd](a)
         return 0                         # the console script passes this to sys.exit
     except FsadError as e:
         print(f"fsad: error: {e}", file=sys.stderr); sys.exit(1 if hasattr(e, "failures") else 2)
