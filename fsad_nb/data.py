@@ -6,7 +6,7 @@ Docs: https://fsad-nb.github.io/fsad_nb/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #6a9b86a9
 from __future__ import annotations
-import os, csv, re, json, warnings, lzma, zlib, shutil, hashlib, tarfile, zipfile, tempfile, threading, contextlib, functools
+import os, sys, csv, re, json, warnings, lzma, zlib, shutil, hashlib, tarfile, zipfile, tempfile, threading, contextlib, functools
 import http.client, http.server, urllib.request, urllib.parse, urllib.error
 from pathlib import Path
 import numpy as np
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageDraw
 from scipy import ndimage
-from fastprogress.fastprogress import progress_bar
-from .core import FsadError, atomic_path, save_json, load_json, in_test
+from fastprogress.fastprogress import progress_bar, IN_NOTEBOOK
+from .core import FsadError, atomic_path, save_json, load_json
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'SYNTHETIC_DEFECTS', 'MVTEC_AD_URL', 'MVTEC_AD_CATEGORIES', 'MPDD_URL', 'VISA_URL', 'DAGM_URL',
@@ -188,19 +188,20 @@ def list_categories(root) -> list[str]:
     root = Path(root)
     return sorted(d.name for d in root.iterdir() if d.is_dir() and _looks_like_category(d)) if root.is_dir() else []
 
-def _progress(it, total=None, min_len=32):
-    "A fastprogress bar over `it` when it is long enough and we are not under test."
+def _progress(it, total=None, progress:bool=True, min_len=32):
+    "A fastprogress bar over `it` when the caller asks for one, it is long enough, and a notebook or terminal shows it."
     n = total if total is not None else len(it)
-    return progress_bar(it, total=n, leave=False) if n >= min_len and not in_test() else it
+    shown = progress and n >= min_len and (IN_NOTEBOOK or sys.stdout.isatty())   # a log file gets no bar snapshots
+    return progress_bar(it, total=n, leave=False) if shown else it
 
-def load_split(root, category:str, split:str="test", size=256, indices=None, **kwargs):
+def load_split(root, category:str, split:str="test", size=256, indices=None, progress:bool=False, **kwargs):
     "Stack a split into (images [N,3,S,S], masks [N,1,S,S], labels [N] long); `indices` picks a subset."
-    return stack_split(MVTecLayout(root, category, split, size=size, **kwargs), indices)
+    return stack_split(MVTecLayout(root, category, split, size=size, **kwargs), indices, progress)
 
-def stack_split(ds:MVTecLayout, indices=None):
+def stack_split(ds:MVTecLayout, indices=None, progress:bool=False):
     "Decode every item of `ds` (or those at `indices`) into (images, masks, labels) tensors, as `load_split`."
     idx = list(range(len(ds)) if indices is None else indices)
-    items = [ds[int(i)] for i in _progress(idx)]
+    items = [ds[int(i)] for i in _progress(idx, progress=progress)]
     shapes = {tuple(it["image"].shape) for it in items}
     if len(shapes) > 1: raise FsadError(f"{ds.dir}: images have different sizes {sorted(shapes)[:3]}...; pass size= to resize")
     stack = lambda k: torch.stack([it[k] for it in items]) if items else torch.zeros(0)

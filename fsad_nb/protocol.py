@@ -132,8 +132,8 @@ def run_category(method:str, root, category:str, out, shots=(1, 2, 4, 8), rounds
     sets = support_sets_for(Path(out)/category, pool.paths, shots, rounds, seed)
     save_json(Path(out)/category/"run.json", spec, unchanged_ok=True)
     if todo:
-        support_pool = stack_split(pool)[0]                       # every training image decoded once, before round 0
-        images, masks, labels = stack_split(test_ds)
+        support_pool = stack_split(pool, progress=progress)[0]     # every training image decoded once, before round 0
+        images, masks, labels = stack_split(test_ds, progress=progress)
         _check_test_set(test_ds, masks, test_ds.has_masks)
         test = (images, masks, labels, test_ds.has_masks)
         ckpt = Path(out)/category/"meta"/f"{method}.pt"

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from fastprogress.fastprogress import master_bar, progress_bar
-from ..core import FsadError, Config, autocast, atomic_path, set_seed, in_test, require
+from ..core import FsadError, Config, autocast, atomic_path, set_seed, require
 from ..detector import Detector, register, smooth_maps, max_scores, batches
 from ..backbones import FeatureExtractor, embed
 from ..data import normal_image_paths, load_images
@@ -276,7 +276,7 @@ def meta_fit(self:RegAD, categories, checkpoint=None, progress:bool=True):
     if ck is not None:
         self.net.load_state_dict(ck["net"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
         start, self.history = ck["epoch"], ck["history"]
-    mb = master_bar(range(start, c.epochs)) if progress and not in_test() else None
+    mb = master_bar(range(start, c.epochs)) if progress else None
     for ep in (mb if mb is not None else range(start, c.epochs)):
         self._train_epoch(data, opt, sched, steps, ep, mb)
         if checkpoint is not None: self._save_checkpoint(checkpoint, key, opt, sched, ep + 1)
