@@ -7,19 +7,19 @@ Docs: https://fsad-nb.github.io/fsad_nb/backbones.html.md"""
 
 # %% ../nbs/04_backbones.ipynb #deb21341
 from __future__ import annotations
-import importlib, importlib.util, math
+import importlib, importlib.util
 from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.models as tvm
-from fastcore.basics import patch
 from fastprogress.fastprogress import progress_bar
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .core import FsadError, get_device
 
 # %% auto #0
-__all__ = ['NORMS', 'available_backbones', 'imagenet_classes', 'classify', 'FeatureExtractor', 'aggregate_patches', 'embed']
+__all__ = ['NORMS', 'available_backbones', 'imagenet_classes', 'classify', 'FeatureExtractor', 'aggregate_patches', 'embed',
+           'patch_features']
 
 # %% ../nbs/04_backbones.ipynb #52469cfe
 _TORCHVISION = {"resnet18": "ResNet18_Weights", "wide_resnet50_2": "Wide_ResNet50_2_Weights"}
@@ -214,11 +214,17 @@ class FeatureExtractor(nn.Module):
                             f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
         return x.to(self.device).expand(-1, 3, -1, -1)
 
+    def extract(self, images, batch_size:int=32, progress:bool=False) -> list[torch.Tensor]:
+        "Features of a [N,3,H,W] tensor in batches, without autograd: [f1, f2, f3] as float32 CPU tensors [N,C_l,h_l,w_l]."
+        if len(images) == 0: raise FsadError(f"{self.name}.extract: no images given")
+        return _extract(self, images, batch_size, progress)               # below, with the reasons it is fast
+
     def __repr__(self): return f"FeatureExtractor({self.name!r}, channels={self.channels}, strides={self.strides}, device={self.device})"
 
 # %% ../nbs/04_backbones.ipynb #f3f4b3f2
 @torch.no_grad()
 def _extract(fe, images, batch_size:int, progress:bool):
+    "`FeatureExtractor.extract`: batches in, float32 CPU feature maps allocated once out."
     out, starts = None, range(0, len(images), batch_size)
     if progress: starts = progress_bar(starts)
     for i in starts:
@@ -226,12 +232,6 @@ def _extract(fe, images, batch_size:int, progress:bool):
         if out is None: out = [torch.empty(len(images), *f.shape[1:], dtype=torch.float32) for f in fs]
         for o, f in zip(out, fs): o[i:i+len(f)].copy_(f)
     return out
-
-@patch
-def extract(self:FeatureExtractor, images, batch_size:int=32, progress:bool=False) -> list[torch.Tensor]:
-    "Features of a [N,3,H,W] tensor in batches, without autograd: [f1, f2, f3] as float32 CPU tensors [N,C_l,h_l,w_l]."
-    if len(images) == 0: raise FsadError(f"{self.name}.extract: no images given")
-    return _extract(self, images, batch_size, progress)
 
 # %% ../nbs/04_backbones.ipynb #cf762932
 def aggregate_patches(f, p:int=3, include_pad:bool=False):
@@ -247,3 +247,9 @@ def embed(features, size=None):
     up = [f if tuple(f.shape[-2:]) == size else F.interpolate(f, size=size, mode="bilinear", align_corners=False)
           for f in features]
     return torch.cat(up, dim=1)
+
+# %% ../nbs/04_backbones.ipynb #57e1eb4a
+def patch_features(extractor, images:torch.Tensor, layers=(1, 2), patch_size:int=3) -> torch.Tensor:
+    "Locally aware multi-scale patch features [B,C,h,w] of images [B,3,H,W]: stages `layers`, p x p means, one grid."
+    fs = extractor(images)
+    return embed([aggregate_patches(fs[i].float(), patch_size) for i in layers])

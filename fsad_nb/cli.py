@@ -6,7 +6,7 @@ Docs: https://fsad-nb.github.io/fsad_nb/cli.html.md"""
 
 # %% ../nbs/21_cli.ipynb #77f6d23e
 from __future__ import annotations
-import argparse, ast, dataclasses, os, sys, time
+import argparse, ast, dataclasses, sys, time
 from pathlib import Path
 from . import __version__
 from .core import FsadError       # light: torch, the data layer and the methods load on first use

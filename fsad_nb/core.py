@@ -9,6 +9,7 @@ from __future__ import annotations
 import os, sys, json, math, random, typing, tempfile, contextlib, dataclasses
 from pathlib import Path
 import numpy as np
+if typing.TYPE_CHECKING: import torch       # annotations only: torch itself loads on first use
 
 # %% auto #0
 __all__ = ['FsadError', 'set_seed', 'get_device', 'autocast', 'atomic_path', 'atomic_write_text', 'save_json', 'load_json',

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageDraw
 from scipy import ndimage
 from fastprogress.fastprogress import progress_bar, IN_NOTEBOOK
-from .core import FsadError, atomic_path, save_json, load_json
+from .core import FsadError, save_json, load_json
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'SYNTHETIC_DEFECTS', 'MVTEC_AD_URL', 'MVTEC_AD_CATEGORIES', 'MPDD_URL', 'VISA_URL', 'DAGM_URL',

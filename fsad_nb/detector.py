@@ -6,13 +6,13 @@ Docs: https://fsad-nb.github.io/fsad_nb/detector.html.md"""
 
 # %% ../nbs/07_detector.ipynb #2a45dfc8
 from __future__ import annotations
-import dataclasses, importlib, weakref
+import importlib, weakref
 from pathlib import Path
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2.functional import gaussian_blur
 from .core import FsadError, Config, get_device, atomic_path
+from .backbones import FeatureExtractor
 
 # %% auto #0
 __all__ = ['REGISTRY', 'METHODS', 'register', 'available_methods', 'method_class', 'get_detector', 'Detector', 'smooth_maps',
@@ -60,9 +60,27 @@ class Detector:
         "Category-agnostic training on other categories; detectors without it ignore the call."
         return self
 
-    def fit(self, support:torch.Tensor):
+    def fit(self, support:torch.Tensor, *, progress:bool=False):
         "Adapt to the target category from `support`, K normal images `[K,3,H,W]` in [0,1]."
         raise NotImplementedError
+
+    def build_extractor(self, device=None) -> FeatureExtractor:
+        "The frozen backbone the config names (`backbone`, `weights`), on `device` (default: the detector's)."
+        return FeatureExtractor(self.config.backbone, weights=self.config.weights, device=device or self.device)
+
+    def extractor_state(self) -> dict:
+        "The backbone's weights if they are random (`weights=None`): a saved detector must score the same when loaded."
+        return {"extractor": self.extractor.state_dict()} if self.config.weights is None else {}
+
+    def load_extractor_state(self, state:dict):
+        if "extractor" in state: self.extractor.load_state_dict(state["extractor"])
+
+    def generator(self, stream:int=0, device=None) -> torch.Generator:
+        "The one source of a fit's randomness: seeded from `config.seed` (stream k > 0: seed * 100003 + k), or, when the "
+        "seed is None, from torch's global generator, which the protocol seeds per round."
+        seed = getattr(self.config, "seed", None)
+        seed = int(torch.randint(0, 2**62, (1,))) if seed is None else seed * 100003 + stream if stream else seed
+        return torch.Generator(device=device or self.device).manual_seed(seed)
 
     def predict(self, images:torch.Tensor, batch_size:int=32):
         "Return `(image_scores [N], anomaly_maps [N,H,W])` as numpy arrays."

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os, time, json, warnings, dataclasses
 from pathlib import Path
 import numpy as np
-import torch
 from fastprogress.fastprogress import progress_bar
 from .core import FsadError, save_json, load_json, atomic_write_text, set_seed
 from .data import MVTecLayout, stack_split

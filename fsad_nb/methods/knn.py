@@ -7,12 +7,11 @@ Docs: https://fsad-nb.github.io/fsad_nb/knn.html.md"""
 # %% ../../nbs/10_knn.ipynb #ba083fd5
 from __future__ import annotations
 import dataclasses
-import numpy as np
 import torch
 from fastprogress.fastprogress import progress_bar
-from ..core import FsadError, Config, autocast, set_seed, require
+from ..core import FsadError, Config, autocast, require
 from ..detector import Detector, register, smooth_maps, max_scores, batches
-from ..backbones import FeatureExtractor, aggregate_patches, embed
+from ..backbones import patch_features
 
 # %% auto #0
 __all__ = ['KNNConfig', 'nn_distance', 'PatchKNN']
@@ -54,8 +53,7 @@ class PatchKNN(Detector):
 
     def __init__(self, config=None, device=None):
         super().__init__(config, device)
-        c = self.config
-        self.extractor = FeatureExtractor(c.backbone, weights=c.weights, device=self.device)
+        self.extractor = self.build_extractor()
 
     @torch.inference_mode()
     def embed(self, images:torch.Tensor, batch_size:int=32, progress:bool=False) -> torch.Tensor:
@@ -63,15 +61,12 @@ class PatchKNN(Detector):
         c, out = self.config, []
         it = batches(images, batch_size)
         for x in (progress_bar(list(it), leave=False) if progress else it):
-            with autocast(self.device):
-                fs = self.extractor(x.to(self.device))
-                fs = [aggregate_patches(fs[i].float(), c.patch_size) for i in c.layers]
-            out.append(embed(fs).float().cpu())
+            with autocast(self.device): out.append(patch_features(self.extractor, x.to(self.device), c.layers, c.patch_size).float().cpu())
         return torch.cat(out)
 
-    def fit(self, support:torch.Tensor):
+    def fit(self, support:torch.Tensor, *, progress:bool=False):
         "Memory bank = every patch feature of the support images."
-        E = self.embed(self._check_images(support, "support"))
+        E = self.embed(self._check_images(support, "support"), progress=progress)
         self.bank = E.permute(0, 2, 3, 1).reshape(-1, E.shape[1]).to(self.device)  # [K*h*w, C]
         self.fitted = True
         return self
@@ -91,11 +86,7 @@ class PatchKNN(Detector):
         maps = torch.cat(maps)
         return max_scores(maps).numpy(), maps.numpy()
 
-    def state(self):
-        s = {"bank": self.bank.cpu()}
-        if self.config.weights is None: s["extractor"] = self.extractor.state_dict()  # random init must travel too
-        return s
+    def state(self): return {"bank": self.bank.cpu(), **self.extractor_state()}
 
     def set_state(self, state):
-        self.bank = state["bank"].to(self.device)
-        if "extractor" in state: self.extractor.load_state_dict(state["extractor"])
+        self.bank = state["bank"].to(self.device); self.load_extractor_state(state)

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from fastprogress.fastprogress import master_bar, progress_bar
-from ..core import FsadError, Config, autocast, atomic_path, set_seed, require
+from ..core import FsadError, Config, autocast, atomic_path, require
 from ..detector import Detector, register, smooth_maps, max_scores, batches
 from ..backbones import FeatureExtractor, embed
 from ..data import normal_image_paths, load_images
