@@ -22,7 +22,8 @@ from ..data import normal_image_paths, load_images
 # %% auto #0
 __all__ = ['STN_VARIANTS', 'AUG_ANGLES', 'AUG_SHIFTS', 'RegADConfig', 'identity_params', 'theta_from_params', 'warp', 'to3x3',
            'inverse_theta', 'STN', 'neg_cosine', 'registration_loss', 'RegADNet', 'registered_embedding',
-           'augment_support', 'gaussian_fit', 'mahalanobis', 'RegAD']
+           'support_augmentations', 'gaussian_fit', 'mahalanobis', 'registration_optimiser', 'train_epoch',
+           'save_checkpoint', 'RegAD']
 
 # %% ../../nbs/11_regad.ipynb #bc0053d2
 @dataclasses.dataclass
@@ -44,7 +45,7 @@ class RegADConfig(Config):
     eps: float = 0.01                      # Sigma + eps*I (Eq. 4)
     sigma: float = 4.0                     # Gaussian smoothing of the map, pixels
     chunk: int = 512                       # positions per Cholesky / Mahalanobis batch (bounds memory)
-    train_seed: int = 0                    # draws of the training pairs
+    seed: int = 0                          # draws of the training pairs (the detector's one seeding mechanism)
 
     def check(self):
         require(self.transform in STN_VARIANTS, "transform", self.transform, f"must be one of {list(STN_VARIANTS)}")
@@ -169,7 +170,7 @@ def registered_embedding(net:RegADNet, x:torch.Tensor) -> torch.Tensor:
 AUG_ANGLES = [s * a for a in (math.pi / 4, 3 * math.pi / 16, math.pi / 8, math.pi / 16) for s in (1, -1)]
 AUG_SHIFTS = [(sx * t, sy * t) for t in (0.2, 0.1) for sx in (1, -1) for sy in (1, -1)]
 
-def augment_support(x:torch.Tensor) -> torch.Tensor:
+def support_augmentations(x:torch.Tensor) -> torch.Tensor:
     "The 22 augmented copies of each support image: [K,3,H,W] -> [22K,3,H,W] (variant-major)."
     H, W = x.shape[-2:]
     out = [x]
@@ -223,14 +224,41 @@ def _draw_pairs(data, B:int, g:torch.Generator):
 def _train_key(c:RegADConfig, names) -> dict:
     "What a checkpoint must agree on to be resumed."
     keep = ("backbone", "weights", "transform", "stn", "train_backbone", "epochs", "iters_per_epoch", "train_batch",
-            "lr", "momentum", "train_size", "train_seed")
+            "lr", "momentum", "train_size", "seed")
     return {**{k: getattr(c, k) for k in keep}, "meta": list(names)}
 
 def _load_checkpoint(path, key):
+    "The saved training state at `path` if it exists and was made by the same setup `key`; else None (or an error)."
     if path is None or not Path(path).exists(): return None
     ck = torch.load(path, map_location="cpu", weights_only=False)
     if ck["key"] != key: raise FsadError(f"{path}: checkpoint of another training setup ({ck['key']}); delete it or use another run directory")
     return ck
+
+# %% ../../nbs/11_regad.ipynb #888130bb
+def registration_optimiser(net:nn.Module, c:RegADConfig, steps:int):
+    "SGD with momentum over the trainable parameters and one cosine cycle over all `c.epochs * steps` steps (paper)."
+    params = [p for n, p in net.named_parameters() if c.train_backbone or not n.startswith("stages.")]
+    opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum)
+    return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs * steps)
+
+def train_epoch(net:RegADNet, data, opt, sched, steps:int, batch:int, g:torch.Generator, device, mb=None) -> float:
+    "One epoch of `steps` registration steps on pairs drawn with `g`; returns the epoch's mean loss (Eq. 3)."
+    net.train(); losses = []
+    for _ in (progress_bar(range(steps), parent=mb) if mb is not None else range(steps)):
+        xa, xb = _draw_pairs(data, batch, g)
+        loss = net.loss(xa.to(device), xb.to(device))                                  # Eq. 3
+        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        losses.append(loss.item())
+        if mb is not None: mb.child.comment = f"loss {loss.item():.3f}"
+    if mb is not None: mb.main_bar.comment = f"loss {np.mean(losses):.3f}"
+    return float(np.mean(losses))
+
+def save_checkpoint(path, key:dict, net, opt, sched, epoch:int, history:list):
+    "The whole training state after `epoch` epochs, written atomically (a kill never leaves half a checkpoint)."
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(dict(key=key, epoch=epoch, history=history, net=net.state_dict(), opt=opt.state_dict(),
+                        sched=sched.state_dict()), tmp)
 
 # %% ../../nbs/11_regad.ipynb #00391496
 @register
@@ -242,9 +270,7 @@ class RegAD(Detector):
     def __init__(self, config=None, device=None):
         super().__init__(config, device)
         c = self.config
-        if c.transform not in STN_VARIANTS: raise FsadError(f"unknown STN transform {c.transform!r}; choose one of {list(STN_VARIANTS)}")
-        fe = FeatureExtractor(c.backbone, weights=c.weights, device="cpu")
-        self.net = RegADNet(fe, c.transform, c.stn, c.train_size).to(self.device).eval()
+        self.net = RegADNet(self.build_extractor("cpu"), c.transform, c.stn, c.train_size).to(self.device).eval()
         self.history, self._cache, self._version = [], None, 0
 
     @torch.inference_mode()
@@ -258,84 +284,53 @@ class RegAD(Detector):
         self._grid = tuple(e.shape[-2:])
         return torch.cat(out)
 
-# %% ../../nbs/11_regad.ipynb #888130bb
-from fastcore.basics import patch
+    def meta_fit(self, categories, checkpoint=None, progress:bool=True, until:int|None=None):
+        "Registration training on normal images of other categories (paths or tensors); resumes from `checkpoint`. "
+        "`until`: stop after that many epochs of the schedule (a later call resumes)."
+        c = self.config
+        if not c.train or not categories: return self                                   # ablation without F: identity/ImageNet
+        data = _meta_images(categories, c.train_size)
+        key, steps = _train_key(c, [n for n, _ in data]), c.iters_per_epoch or max(1, sum(len(X) for _, X in data) // c.train_batch)
+        opt, sched = registration_optimiser(self.net, c, steps)
+        start, ck = 0, _load_checkpoint(checkpoint, key)
+        if ck is not None:
+            self.net.load_state_dict(ck["net"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
+            start, self.history = ck["epoch"], ck["history"]
+        epochs = range(start, min(until or c.epochs, c.epochs))
+        mb = master_bar(epochs) if progress else None
+        for ep in (mb if mb is not None else epochs):
+            loss = train_epoch(self.net, data, opt, sched, steps, c.train_batch, self.generator(ep, device="cpu"), self.device, mb)
+            self.history.append(loss)                                                   # same pair draws on resume
+            if checkpoint is not None: save_checkpoint(checkpoint, key, self.net, opt, sched, ep + 1, self.history)
+        self.net.eval(); self._version += 1
+        return self
 
-@patch
-def meta_fit(self:RegAD, categories, checkpoint=None, progress:bool=True):
-    "Registration training on normal images of other categories (paths or tensors); resumes from `checkpoint`."
-    c = self.config
-    if not c.train or not categories: return self                                   # ablation without F: identity/ImageNet
-    data = _meta_images(categories, c.train_size)
-    key = _train_key(c, [n for n, _ in data])
-    steps = c.iters_per_epoch or max(1, sum(len(X) for _, X in data) // c.train_batch)
-    params = [p for n, p in self.net.named_parameters() if c.train_backbone or not n.startswith("stages.")]
-    opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs * steps)
-    start, ck = 0, _load_checkpoint(checkpoint, key)
-    if ck is not None:
-        self.net.load_state_dict(ck["net"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
-        start, self.history = ck["epoch"], ck["history"]
-    mb = master_bar(range(start, c.epochs)) if progress else None
-    for ep in (mb if mb is not None else range(start, c.epochs)):
-        self._train_epoch(data, opt, sched, steps, ep, mb)
-        if checkpoint is not None: self._save_checkpoint(checkpoint, key, opt, sched, ep + 1)
-    self.net.eval(); self._version += 1
-    return self
+    def fit(self, support:torch.Tensor, *, progress:bool=False, batch_size:int=32):
+        "Adapt without parameter updates: augment (A), register, fit one Gaussian per position."
+        c = self.config
+        x = self._check_images(support, "support")
+        x = support_augmentations(x) if c.augment else x
+        E = self.embed(x, batch_size, progress).to(self.device)
+        self.mu, self.prec = gaussian_fit(E, c.eps, c.chunk)
+        self.fitted = True
+        return self
 
-@patch
-def _train_epoch(self:RegAD, data, opt, sched, steps, ep, mb=None):
-    "One epoch of pair steps; appends the mean loss to `history`."
-    c = self.config
-    g = torch.Generator().manual_seed(c.train_seed * 100003 + ep)                      # same draws on resume
-    self.net.train(); losses = []
-    for _ in (progress_bar(range(steps), parent=mb) if mb is not None else range(steps)):
-        xa, xb = _draw_pairs(data, c.train_batch, g)
-        loss = self.net.loss(xa.to(self.device), xb.to(self.device))               # Eq. 3
-        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-        losses.append(loss.item())
-        if mb is not None: mb.child.comment = f"loss {loss.item():.3f}"
-    self.history.append(float(np.mean(losses)))
-    if mb is not None: mb.main_bar.comment = f"epoch {ep + 1}: loss {self.history[-1]:.3f}"
+    @torch.inference_mode()
+    def predict(self, images:torch.Tensor, batch_size:int=32, progress:bool=False):
+        "Image scores [N] and anomaly maps [N,H,W] (numpy): Mahalanobis per position, upsampled and smoothed."
+        if not self.fitted: raise FsadError("regad: call fit(support) before predict(images)")
+        images = self._check_images(images)
+        E = self._cached(images, lambda: self.embed(images, batch_size, progress), extra=self._version)  # network changes too
+        maps = []
+        for e in batches(E, batch_size):
+            s = mahalanobis(e.to(self.device), self.mu, self.prec, self.config.chunk).view(len(e), *self._grid)
+            maps.append(smooth_maps(s, images.shape[-2:], self.config.sigma).cpu())
+        maps = torch.cat(maps)
+        return max_scores(maps).numpy(), maps.numpy()
 
-@patch
-def _save_checkpoint(self:RegAD, path, key, opt, sched, epoch):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(dict(key=key, epoch=epoch, history=self.history, net=self.net.state_dict(),
-                        opt=opt.state_dict(), sched=sched.state_dict()), tmp)
+    def state(self):
+        return dict(net=self.net.state_dict(), mu=self.mu.cpu(), prec=self.prec.cpu(), grid=self._grid, history=self.history)
 
-# %% ../../nbs/11_regad.ipynb #85c2c84e
-@patch
-def fit(self:RegAD, support:torch.Tensor, batch_size:int=32):
-    "Adapt without parameter updates: augment (A), register, fit one Gaussian per position."
-    c = self.config
-    x = self._check_images(support, "support")
-    x = augment_support(x) if c.augment else x
-    E = self.embed(x, batch_size).to(self.device)
-    self.mu, self.prec = gaussian_fit(E, c.eps, c.chunk)
-    self.fitted = True
-    return self
-
-@patch
-@torch.inference_mode()
-def predict(self:RegAD, images:torch.Tensor, batch_size:int=32, progress:bool=False):
-    "Image scores [N] and anomaly maps [N,H,W] (numpy): Mahalanobis per position, upsampled and smoothed."
-    if not self.fitted: raise FsadError("regad: call fit(support) before predict(images)")
-    images = self._check_images(images)
-    E = self._cached(images, lambda: self.embed(images, batch_size, progress), extra=self._version)  # network changes too
-    maps = []
-    for e in batches(E, batch_size):
-        s = mahalanobis(e.to(self.device), self.mu, self.prec, self.config.chunk).view(len(e), *self._grid)
-        maps.append(smooth_maps(s, images.shape[-2:], self.config.sigma).cpu())
-    maps = torch.cat(maps)
-    return max_scores(maps).numpy(), maps.numpy()
-
-@patch
-def state(self:RegAD):
-    return dict(net=self.net.state_dict(), mu=self.mu.cpu(), prec=self.prec.cpu(), grid=self._grid, history=self.history)
-
-@patch
-def set_state(self:RegAD, s):
-    self.net.load_state_dict(s["net"]); self.mu, self.prec = s["mu"].to(self.device), s["prec"].to(self.device)
-    self._grid, self.history = tuple(s["grid"]), s["history"]; self._version += 1
+    def set_state(self, s):
+        self.net.load_state_dict(s["net"]); self.mu, self.prec = s["mu"].to(self.device), s["prec"].to(self.device)
+        self._grid, self.history = tuple(s["grid"]), s["history"]; self._version += 1
