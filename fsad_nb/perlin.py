@@ -19,7 +19,8 @@ from .frequency import to_grey
 
 # %% auto #0
 __all__ = ['FOREGROUND', 'AUGMENTATIONS', 'fade', 'perlin_noise', 'perlin_mask', 'otsu_threshold', 'foreground_setting',
-           'foreground_mask', 'augment_textures', 'noise_textures', 'TextureBank', 'PseudoAnomaly', 'feature_noise']
+           'foreground_mask', 'augment_textures', 'noise_textures', 'texture_folder', 'TextureBank', 'PseudoAnomaly',
+           'feature_noise']
 
 # %% ../nbs/06_perlin.ipynb #33f87876
 def fade(t:torch.Tensor) -> torch.Tensor:
@@ -221,14 +222,20 @@ def noise_textures(n:int, H:int, W:int, generator=None, device=None) -> torch.Te
 def _find_images(folder:Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
 
+def texture_folder(folder) -> Path:
+    "The folder of textures named by `folder`: an existing folder as it is, else a dataset of the data home by name (e.g. 'dtd10')."
+    if Path(folder).is_dir(): return Path(folder)
+    from fsad_nb.datasets import SOURCES, dataset       # imported here: only a name needs the data home
+    if isinstance(folder, str) and folder in SOURCES: return dataset(folder)
+    raise FsadError(f"texture folder {folder}: no such folder, and not a dataset name ({', '.join(sorted(SOURCES))})")
+
 class TextureBank:
-    "Texture images I_t: a folder of images (searched recursively) loaded once as uint8, or Perlin-coloured noise."
+    "Texture images I_t: a folder of images (searched recursively) or a dataset name, loaded once as uint8; or Perlin-coloured noise."
     def __init__(self, folder=None, size:int=256, max_images:int|None=None, augment:bool=True):
         # max_images: load only this many, spread evenly over the sorted file list (e.g. over the sub-folders)
         self.folder, self.size, self.augment, self.images = folder, size, augment, None
         if folder is None: return
-        folder = Path(folder)
-        if not folder.is_dir(): raise FsadError(f"texture folder {folder}: no such folder")
+        folder = texture_folder(folder)                 # a folder, or a dataset name such as "dtd10"
         paths = _find_images(folder)
         if not paths: raise FsadError(f"texture folder {folder}: no images ({', '.join(IMAGE_EXTS)}) found in it")
         if max_images is not None and max_images < len(paths):
@@ -262,7 +269,7 @@ class PseudoAnomaly:
     "Image-level pseudo-anomalies (Eq. 3): I_a = (1-M) I + (1-beta) M I + beta M I_t, with M = M_f * M_p."
     def __init__(self, p_normal:float=0.5, beta_min:float=0.2, beta_max:float=1.0, textures=None,
                  foreground:str="texture", invert:bool=False, threshold:float=0.5, scales=None, angles=None, max_tries:int=10):
-        # textures: a TextureBank, a folder of images, or None (Perlin-coloured noise)
+        # textures: a TextureBank, a folder of images, a dataset name ("dtd10"), or None (Perlin-coloured noise)
         # foreground: "texture" (M_f = 1) or "object" (Otsu; `invert` takes the dark side)
         # scales, angles: None (random per image, as DRAEM) or one value for all images, as in perlin_noise
         if not 0 <= p_normal <= 1: raise FsadError(f"p_normal={p_normal} must lie in [0, 1]")

@@ -40,7 +40,7 @@ class DFDConfig(Config):
     rotation: float = 90.0                # rotation angle drawn from U(-rotation, rotation) degrees
     rotation_padding: str = "zeros"       # corners uncovered by a rotation: "zeros" (authors), "border", "reflection"
     p_normal: float = 0.3                 # share of augmented images left without a pseudo-anomaly (paper: 70 % get one)
-    textures: str | None = None           # folder of texture images (paper: DTD); None: Perlin-coloured noise
+    textures: str | None = None           # folder of texture images, or a dataset name such as "dtd10" (paper: DTD); None: Perlin noise
     texture_max: int | None = None        # load at most this many textures
     foreground: str = "texture"           # "texture" (anomalies anywhere) or "object" (Otsu foreground only)
     invert_foreground: bool = False       # objects on a bright background: take the dark side
@@ -72,6 +72,8 @@ class DFDConfig(Config):
     # inference (Eq. 15-17)
     normalise: str = "train"              # "train": min-max from the training data; "test": over the predicted images
     sigma: float = 4.0                    # Gaussian smoothing of the upsampled map, in pixels
+
+    def check(self): check_config(self)   # ranges and allowed values (`check_config`, below): `validate` refuses bad options
 
 @dataclasses.dataclass
 class SimpleNetConfig(DFDConfig):

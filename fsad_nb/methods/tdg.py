@@ -65,6 +65,8 @@ class TDGConfig(Config):
     amp: bool = False                     # bfloat16 autocast on CUDA (untested here; see the text)
     seed: int | None = None               # None: drawn from torch's global generator (the protocol seeds it per round)
 
+    def check(self): check_config(self)   # ranges and contradictions (`check_config`, below): `validate` refuses them
+
 # %% ../../nbs/13_tdg.ipynb #e13e53c9
 def check_config(c:TDGConfig) -> None:
     "Raise an FsadError naming the first invalid or contradictory option of a TDG config."
