@@ -280,3 +280,20 @@ def test_manifests_ship_with_the_package():
     assert len(magnetic_tile_split()) == 1184 and sum(len(v) for v in dtd10_names().values()) == 600
     sha = ds.load_json(MANIFESTS/"magnetic_tile_sha256.json")["sha256"]
     assert set(sha) == set(magnetic_tile_split())
+
+
+def test_a_notebook_runs_on_a_fresh_data_home_filled_by_download(tmp_path, server, monkeypatch):
+    "10_knn (real magnetic tiles) end to end with only a data home that `dataset()` filled from a served archive."
+    import subprocess, sys
+    reference = _reference("magnetic_tile")
+    folder, url = server
+    _fake_magnetic_tile_archive(reference, folder/"master.zip")
+    h = tmp_path/"home"; monkeypatch.setenv("FSAD_DATA", str(h))
+    dataset(dataclasses.replace(SOURCES["magnetic_tile"], url=f"{url}/master.zip"), progress=False)
+    code = ("from nbdev.test import test_nb; import sys; "
+            f"ok, _ = test_nb({str(ROOT/'nbs'/'10_knn.ipynb')!r}, skip_flags=['slow', 'cuda'], basepath={str(ROOT)!r}, showerr=True); "
+            "sys.exit(0 if ok else 1)")
+    env = {**os.environ, "FSAD_DATA": str(h)}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT/"nbs", env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert sorted(os.listdir(h)) == ["magnetic_tile"]          # nothing else was needed, nothing else was written
