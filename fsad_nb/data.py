@@ -20,10 +20,10 @@ from .core import FsadError, save_json, load_json
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'SYNTHETIC_DEFECTS', 'MVTEC_AD_URL', 'MVTEC_AD_CATEGORIES', 'MPDD_URL', 'VISA_URL', 'DAGM_URL',
            'FASHION_MNIST_DIR', 'FASHION_MNIST_FILES', 'FASHION_MNIST_CLASSES', 'IDX_IMAGES', 'IDX_LABELS',
-           'load_image', 'load_mask', 'MVTecLayout', 'list_categories', 'load_split', 'stack_split',
+           'load_image', 'load_mask', 'image_files', 'MVTecLayout', 'list_categories', 'load_split', 'stack_split',
            'normal_image_paths', 'load_images', 'make_synthetic_category', 'file_sha256', 'file_hash', 'download',
            'extract', 'download_mvtec_ad', 'download_mpdd', 'visa_to_mvtec', 'download_visa', 'dagm_to_mvtec',
-           'download_dagm', 'elpv_labels', 'make_elpv_categories', 'read_idx', 'load_fashion_mnist']
+           'download_dagm', 'elpv_labels', 'make_elpv_categories', 'read_idx', 'load_fashion_mnist', 'grey_to_rgb']
 
 # %% ../nbs/01_data.ipynb #2c901034
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -81,14 +81,16 @@ def load_mask(path) -> np.ndarray:
 # %% ../nbs/01_data.ipynb #36378b24
 def _is_image(p:Path) -> bool: return p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
 
-def _images_in(d:Path) -> list[Path]:
-    "Sorted image files directly inside folder `d` (hidden files such as macOS `._x.png` skipped)."
-    return sorted(p for p in d.iterdir() if _is_image(p)) if d.is_dir() else []
+def image_files(folder, recursive:bool=False) -> list[Path]:
+    "Sorted image files directly inside `folder` (`recursive`: anywhere below it); hidden files such as macOS `._x.png` skipped."
+    d = Path(folder)
+    if not d.is_dir(): return []
+    return sorted(p for p in (d.rglob("*") if recursive else d.iterdir()) if _is_image(p))
 
 def _warn_subfolders(d:Path):
     "Warn about sub-folders of `d` holding images: the layout reads only the files directly inside `d`."
     for s in sorted(s for s in d.iterdir() if s.is_dir() and not s.name.startswith(".")) if d.is_dir() else []:
-        n = sum(1 for q in s.rglob("*") if _is_image(q))
+        n = len(image_files(s, recursive=True))
         if n: warnings.warn(f"{s}: {n} images in a sub-folder are not read (the layout expects them directly in {d})")
 
 def _find_mask(gt:Path, defect_type:str, img:Path):
@@ -140,14 +142,14 @@ class MVTecLayout(torch.utils.data.Dataset):
     def _scan_train(self):
         good = self.dir/"train"/"good"
         _warn_subfolders(good)
-        if not _images_in(good): raise FsadError(f"{good}: missing or contains no images ({', '.join(IMAGE_EXTS)})")
-        return [(p, "good", None) for p in _images_in(good)]
+        if not image_files(good): raise FsadError(f"{good}: missing or contains no images ({', '.join(IMAGE_EXTS)})")
+        return [(p, "good", None) for p in image_files(good)]
 
     def _scan_test(self):
         test = self.dir/"test"
         types = sorted(d.name for d in test.iterdir() if d.is_dir()) if test.is_dir() else []
         for t in types: _warn_subfolders(test/t)
-        items = [(p, t, self._mask_for(p, t)) for t in types for p in _images_in(test/t)]
+        items = [(p, t, self._mask_for(p, t)) for t in types for p in image_files(test/t)]
         if not items: raise FsadError(f"{test}: missing or contains no images in any <defect type> sub-folder")
         return items
 
@@ -212,7 +214,7 @@ def normal_image_paths(path) -> list[Path]:
     "Normal images of `path`: `<path>/train/good` of an MVTec-layout category, else the images directly in the folder."
     d = Path(path)
     if not d.is_dir(): raise FsadError(f"{d}: no such folder (expected an MVTec category or a folder of images)")
-    ps = _images_in(d/"train"/"good") if (d/"train"/"good").is_dir() else _images_in(d)
+    ps = image_files(d/"train"/"good") if (d/"train"/"good").is_dir() else image_files(d)
     if not ps: raise FsadError(f"{d}: no normal images (neither train/good/ nor image files in the folder itself)")
     return ps
 
@@ -723,3 +725,7 @@ def load_fashion_mnist(root=None, split:str="train") -> tuple[torch.Tensor, torc
     if len(X) != len(y): raise FsadError(f"{paths[0]} holds {len(X)} images but {paths[1]} holds {len(y)} labels")
     if y.size and int(y.max()) > 9: raise FsadError(f"{paths[1]}: label {int(y.max())} outside 0-9")
     return torch.from_numpy(X.copy()), torch.from_numpy(y.astype(np.int64))
+
+def grey_to_rgb(images) -> torch.Tensor:
+    "uint8 grey images [N,H,W] -> float [N,3,H,W] in [0,1], the detectors' input."
+    return (torch.as_tensor(images).float() / 255)[:, None].repeat(1, 3, 1, 1)

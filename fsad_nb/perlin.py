@@ -14,13 +14,13 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 from PIL import Image
 from .core import FsadError
-from .data import load_image, IMAGE_EXTS
+from .data import load_image, image_files, IMAGE_EXTS
 from .frequency import to_grey
 
 # %% auto #0
 __all__ = ['FOREGROUND', 'AUGMENTATIONS', 'fade', 'perlin_noise', 'perlin_mask', 'otsu_threshold', 'foreground_setting',
-           'foreground_mask', 'augment_textures', 'noise_textures', 'texture_folder', 'TextureBank', 'PseudoAnomaly',
-           'feature_noise']
+           'foreground_mask', 'rotate', 'augment_textures', 'noise_textures', 'texture_folder', 'TextureBank',
+           'PseudoAnomaly', 'feature_noise']
 
 # %% ../nbs/06_perlin.ipynb #33f87876
 def fade(t:torch.Tensor) -> torch.Tensor:
@@ -147,6 +147,18 @@ def foreground_mask(images:torch.Tensor, invert:bool=False, mode:str="object") -
     fg |= (q.amax(1) == q.amin(1))[:, None]                         # a uniform image: all foreground
     return fg.view(B, 1, H, W).to(images.dtype)
 
+# %% ../nbs/06_perlin.ipynb #159f5dd9
+def rotate(x:torch.Tensor, degrees, padding:str="zeros") -> torch.Tensor:
+    "Rotate images [B,C,H,W] about their centres by `degrees` (a number or [B]); bilinear, corners filled by `padding`."
+    if padding not in ("zeros", "border", "reflection"):
+        raise FsadError(f"rotation padding={padding!r}: must be 'zeros', 'border' or 'reflection'")
+    a = torch.as_tensor(degrees, dtype=torch.float32, device=x.device).expand(len(x)) * (math.pi / 180)
+    c, s, z = torch.cos(a), torch.sin(a), torch.zeros_like(a)
+    H, W = x.shape[-2:]
+    theta = torch.stack([c, -s * H / W, z, s * W / H, c, z], -1).view(-1, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode=padding, align_corners=False).to(x.dtype)
+
 # %% ../nbs/06_perlin.ipynb #2d8690a4
 def _gamma(x, g, d):          # gamma in [0.5, 2] per image and channel
     return x.clamp_min(0) ** _uniform((len(x), x.shape[1], 1, 1), g, d, 0.5, 2.0)
@@ -188,15 +200,8 @@ def _invert(x, g, d): return 1 - x
 def _autocontrast(x, g, d): return TF.autocontrast(x)
 def _equalize(x, g, d): return TF.equalize((x * 255).round().to(torch.uint8)).to(x.dtype) / 255
 
-def _rotate(x, g, d, degrees=None):   # rotate by [-45, 45] degrees about the centre, zero fill
-    a = _uniform(len(x), g, d, -45.0, 45.0) if degrees is None else torch.as_tensor(degrees, dtype=x.dtype, device=d).expand(len(x))
-    a = a.to(x.dtype) * (math.pi / 180)
-    c, s, z = torch.cos(a), torch.sin(a), torch.zeros_like(a)
-    theta = torch.stack([c, -s, z, s, c, z], -1).view(-1, 2, 3)
-    H, W = x.shape[-2:]
-    theta[:, 0, 1] *= H / W; theta[:, 1, 0] *= W / H               # rotate in pixels, not in [-1, 1] units
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+def _rotate(x, g, d):         # rotate by [-45, 45] degrees about the centre, zero fill
+    return rotate(x, _uniform(len(x), g, d, -45.0, 45.0))
 
 AUGMENTATIONS = {"gamma": _gamma, "brightness": _brightness, "sharpness": _sharpness, "hue_saturation": _hue_saturation,
                  "solarize": _solarize, "posterize": _posterize, "invert": _invert, "autocontrast": _autocontrast,
@@ -219,9 +224,6 @@ def noise_textures(n:int, H:int, W:int, generator=None, device=None) -> torch.Te
     scales = 2.0 ** _randint(2, 6, (3 * n, 2), generator, device)
     return (perlin_noise(3 * n, H, W, scales, None, generator, device).view(n, 3, H, W) * 0.5 + 0.5).clamp(0, 1)
 
-def _find_images(folder:Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
-
 def texture_folder(folder) -> Path:
     "The folder of textures named by `folder`: an existing folder as it is, else a dataset of the data home by name (e.g. 'dtd10')."
     if Path(folder).is_dir(): return Path(folder)
@@ -236,7 +238,7 @@ class TextureBank:
         self.folder, self.size, self.augment, self.images = folder, size, augment, None
         if folder is None: return
         folder = texture_folder(folder)                 # a folder, or a dataset name such as "dtd10"
-        paths = _find_images(folder)
+        paths = image_files(folder, recursive=True)    # sorted, in sub-folders too, hidden files skipped
         if not paths: raise FsadError(f"texture folder {folder}: no images ({', '.join(IMAGE_EXTS)}) found in it")
         if max_images is not None and max_images < len(paths):
             paths = [paths[i] for i in np.linspace(0, len(paths) - 1, max_images).round().astype(int)]

@@ -11,14 +11,16 @@ from pathlib import Path
 import numpy as np
 from fastprogress.fastprogress import progress_bar
 from .core import FsadError, save_json, load_json, atomic_write_text, set_seed
-from .data import MVTecLayout, stack_split
-from .fewshot import support_sets_for
+import torch
+from .data import MVTecLayout, stack_split, grey_to_rgb
+from .fewshot import support_sets_for, support_indices
 from .metrics import evaluate
 from .detector import get_detector, method_class   # methods are imported on first use
 
 # %% auto #0
 __all__ = ['METRICS', 'RunSpec', 'run_round', 'load_round', 'leave_target_out', 'run_category', 'summarise', 'summary_table',
-           'CategoriesFailed', 'run', 'ray_rounds', 'replay_round']
+           'CategoriesFailed', 'run', 'ray_rounds', 'replay_round', 'fixed_subset', 'one_class_rounds',
+           'summarise_one_class']
 
 # %% ../nbs/20_protocol.ipynb #32fb8c38
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -53,10 +55,10 @@ def _check_spec(out, spec) -> dict:
 
 
 # %% ../nbs/20_protocol.ipynb #c8f8184f
-def run_round(detector, support, test, batch_size:int=32) -> dict:
-    "Fit on `support` [K,3,H,W], score `test` = (images, masks, labels, has_masks); return (metrics, scores, maps)."
+def run_round(detector, support, test, batch_size:int=32, fit_kw:dict|None=None) -> dict:
+    "Fit on `support` [K,3,H,W] (with `fit_kw`), score `test` = (images, masks, labels, has_masks); return (metrics, scores, maps)."
     images, masks, labels, has_masks = test
-    t0 = time.perf_counter(); detector.fit(support)
+    t0 = time.perf_counter(); detector.fit(support, **(fit_kw or {}))
     t1 = time.perf_counter(); scores, maps = detector.predict(images, batch_size=batch_size)
     t2 = time.perf_counter()
     m = evaluate(labels, scores, masks[:, 0] if has_masks else None, maps if has_masks else None, has_masks=has_masks)
@@ -108,12 +110,12 @@ def _check_test_set(test_ds, masks, has_masks):
     if has_masks and not bool(masks.any()):
         raise FsadError(f"{test_ds.dir/'ground_truth'}: pixel AUROC needs defective pixels, but every mask is empty")
 
-def _evaluate_round(det, support, test, K:int, r:int, idx:list, seed:int, batch_size:int, path):
-    "One round: seed it, fit, score, write its JSON atomically; returns (record, scores, maps)."
+def _evaluate_round(det, support, test, K:int, r:int, idx:list, seed:int, batch_size:int, path=None, fit_kw:dict|None=None):
+    "One round: seed it, fit, score, write its JSON atomically to `path` (None: not written); returns (record, scores, maps)."
     set_seed(seed + 1000 * K + r)         # detectors that train draw their randomness from here
-    res, scores, maps = run_round(det, support, test, batch_size)
+    res, scores, maps = run_round(det, support, test, batch_size, fit_kw)
     rec = {"K": K, "round": r, "support": list(idx), **res}
-    save_json(path, rec)
+    if path is not None: save_json(path, rec)
     return rec, scores, maps
 
 def run_category(method:str, root, category:str, out, shots=(1, 2, 4, 8), rounds:int=10, seed:int=0,
@@ -264,3 +266,38 @@ def replay_round(root, out, category:str, K:int, r:int=0, device=None, batch_siz
     res, scores, maps = run_round(det, stack_split(pool, sets[K][r])[0], (images, masks, labels, test_ds.has_masks), batch_size)
     return dict(method=spec["method"], category=category, K=K, round=r, metrics=res, scores=scores, maps=maps,
                 images=images, masks=masks, labels=labels)
+
+# %% ../nbs/20_protocol.ipynb #4c2bf758
+def fixed_subset(n:int, n_test:int|None=None, seed:int=0) -> np.ndarray:
+    "Sorted indices of a fixed random subset of `n_test` of n test images (all n if n_test is None or >= n)."
+    if n_test is None or n_test >= n: return np.arange(n)
+    return np.sort(np.random.default_rng([seed, n, n_test]).choice(n, n_test, replace=False))
+
+def one_class_rounds(make_detector, train_images, train_labels, test_images, test_labels, normal_class:int,
+                     shots=(1, 5, 10), rounds:int=10, seed:int=0, n_test:int|None=None, batch_size:int=64,
+                     on_round=None, fit_kw:dict|None=None, skip=()) -> list[dict]:
+    "Per K and round, fit `make_detector()` on K grey images [N,H,W] of `normal_class`; image AUROC on the test set, other classes anomalous."
+    skip = {(int(K), int(r)) for K, r in skip}              # (K, round) pairs already done elsewhere: resume a long run
+    pool = torch.as_tensor(train_labels).eq(normal_class).nonzero().flatten()
+    if len(pool) == 0: raise FsadError(f"no training images of class {normal_class}")
+    keep = fixed_subset(len(test_labels), n_test, seed)
+    y = (torch.as_tensor(test_labels)[keep] != normal_class).long().numpy()           # 1 = anomalous
+    test = (grey_to_rgb(torch.as_tensor(test_images)[keep]), None, y, False)           # images, no masks, labels
+    sets, out = support_indices(len(pool), shots, rounds, seed), []
+    for K, r in [(int(K), r) for K in shots for r in range(rounds) if (int(K), r) not in skip]:
+        sup = pool[sets[K][r]]
+        res, _, _ = _evaluate_round(make_detector(), grey_to_rgb(torch.as_tensor(train_images)[sup]), test, K, r, sup.tolist(),
+                                    seed, batch_size, fit_kw=fit_kw)
+        out.append({"normal_class": int(normal_class), "K": K, "round": r, "support": res["support"], "auroc": res["image_auroc"],
+                    **{k: res[k] for k in ("fit_s", "predict_s", "n_test")}})
+        if on_round: on_round(out[-1])
+    return out
+
+def summarise_one_class(records) -> dict:
+    "{class: {K: mean and std of the AUROC over rounds, rounds, mean fit and predict seconds}} of `one_class_rounds` records."
+    by = {}
+    for r in records: by.setdefault(r["normal_class"], {}).setdefault(r["K"], []).append(r)
+    stat = lambda rs, k: float(np.mean([r[k] for r in rs]))
+    return {c: {K: {"mean": stat(rs, "auroc"), "std": float(np.std([r["auroc"] for r in rs])), "rounds": len(rs),
+                    "fit_s": stat(rs, "fit_s"), "predict_s": stat(rs, "predict_s")} for K, rs in Ks.items()}
+            for c, Ks in by.items()}

@@ -6,24 +6,24 @@ Docs: https://fsad-nb.github.io/fsad_nb/dfd.html.md"""
 
 # %% ../../nbs/12_dfd.ipynb #8b116cce
 from __future__ import annotations
-import contextlib, dataclasses, math, time
-import numpy as np
+import dataclasses, math, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastprogress.fastprogress import progress_bar
-from ..core import FsadError, Config, autocast, in_test
+from ..core import FsadError, Config, autocast
 from ..detector import Detector, register, smooth_maps, max_scores, batches
-from ..backbones import FeatureExtractor, aggregate_patches, embed
+from ..backbones import patch_features
 from ..frequency import frequency_split
-from ..perlin import PseudoAnomaly, TextureBank, feature_noise
+from ..perlin import PseudoAnomaly, TextureBank, feature_noise, rotate
 
 # %% auto #0
-__all__ = ['PAPER_LAMBDAS', 'BANDS', 'PAPER_NOISE_STD', 'DFDConfig', 'SimpleNetConfig', 'rotate', 'augment_support',
-           'band_images', 'patch_tokens', 'band_tokens', 'make_adaptor', 'MLPDiscriminator', 'truncated_l1',
-           'gaussian_loss', 'resolve_noise_std', 'vit_block', 'sdpa_attention', 'vit_width', 'PerlinDiscriminator',
-           'make_perlin_discriminator', 'grid_mask', 'pixel_loss', 'image_loss', 'perlin_loss', 'similarity_loss',
-           'minmax', 'fuse', 'score_range', 'check_config', 'DFD', 'SimpleNet']
+__all__ = ['PAPER_LAMBDAS', 'BANDS', 'PAPER_NOISE_STD', 'DFDConfig', 'SimpleNetConfig', 'augmented_training_set', 'band_images',
+           'patch_tokens', 'band_tokens', 'make_adaptor', 'MLPDiscriminator', 'truncated_l1', 'gaussian_loss',
+           'resolve_noise_std', 'ViTBlock', 'vit_width', 'PerlinDiscriminator', 'make_perlin_discriminator',
+           'grid_mask', 'pixel_loss', 'image_loss', 'perlin_loss', 'similarity_loss', 'minmax', 'fuse', 'score_range',
+           'check_dfd_config', 'DFDNets', 'build_nets', 'total_loss', 'optimisers', 'n_images', 'train_epoch', 'train',
+           'branch_scores', 'calibrate', 'DFD', 'SimpleNet']
 
 # %% ../../nbs/12_dfd.ipynb #4db9e1f8
 PAPER_LAMBDAS = {"mvtec": (2.0, 0.02), "visa": (1.0, 1.0)}   # (lambda_Per, lambda_Sim) per dataset, Sec. 4.1
@@ -73,7 +73,7 @@ class DFDConfig(Config):
     normalise: str = "train"              # "train": min-max from the training data; "test": over the predicted images
     sigma: float = 4.0                    # Gaussian smoothing of the upsampled map, in pixels
 
-    def check(self): check_config(self)   # ranges and allowed values (`check_config`, below): `validate` refuses bad options
+    def check(self): check_dfd_config(self)   # ranges and allowed values (`check_dfd_config`, below): `validate` refuses bad options
 
 @dataclasses.dataclass
 class SimpleNetConfig(DFDConfig):
@@ -84,18 +84,6 @@ class SimpleNetConfig(DFDConfig):
     n_augment: int = 1                    # no augmentation: the K support images (the paper's baseline has no DA)
     rotation: float = 0.0
     epochs: int = 160                     # SimpleNet's code: 40 meta-epochs x 4 epochs
-
-# %% ../../nbs/12_dfd.ipynb #e4b407e3
-def rotate(x:torch.Tensor, degrees, padding:str="zeros") -> torch.Tensor:
-    "Rotate images [B,C,H,W] about their centres by `degrees` (a number or [B]); bilinear, corners filled by `padding`."
-    if padding not in ("zeros", "border", "reflection"):
-        raise FsadError(f"rotation padding={padding!r}: must be 'zeros', 'border' or 'reflection'")
-    a = torch.as_tensor(degrees, dtype=torch.float32, device=x.device).expand(len(x)) * (math.pi / 180)
-    c, s, z = torch.cos(a), torch.sin(a), torch.zeros_like(a)
-    H, W = x.shape[-2:]
-    theta = torch.stack([c, -s * H / W, z, s * W / H, c, z], -1).view(-1, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode=padding, align_corners=False).to(x.dtype)
 
 # %% ../../nbs/12_dfd.ipynb #2922d6c2
 def _augment(x, degrees:float, pseudo, generator=None, padding:str="zeros") -> dict:
@@ -108,8 +96,8 @@ def _augment(x, degrees:float, pseudo, generator=None, padding:str="zeros") -> d
     I_a, M, y = pseudo(x, generator)                                     # Eq. 3
     return dict(normal=x, anomalous=I_a, mask=M, label=y)
 
-def augment_support(support:torch.Tensor, n:int=80, degrees:float=90.0, pseudo=None, generator=None,
-                    padding:str="zeros") -> dict:
+def augmented_training_set(support:torch.Tensor, n:int=80, degrees:float=90.0, pseudo=None, generator=None,
+                           padding:str="zeros") -> dict:
     "N rotated copies of each support image [K,3,H,W] and, with `pseudo`, their pseudo-anomalous versions (Sec. 3.1)."
     if n < 1: raise FsadError(f"n_augment={n}: need at least one augmented image per support image")
     return _augment(support.repeat_interleave(n, 0), degrees, pseudo, generator, padding)
@@ -126,9 +114,8 @@ def band_images(x:torch.Tensor, use_frequency:bool=True, bands:str="both") -> li
 
 # %% ../../nbs/12_dfd.ipynb #2bc1074a
 def patch_tokens(extractor, images:torch.Tensor, layers=(1, 2), patch_size:int=3):
-    "Locally aware patch features of images [B,3,H,W] as tokens [B, h*w, C], and the grid (h, w)."
-    fs = extractor(images)
-    E = embed([aggregate_patches(fs[i].float(), patch_size) for i in layers])
+    "Locally aware patch features (`patch_features`) of images [B,3,H,W] as tokens [B, h*w, C], and the grid (h, w)."
+    E = patch_features(extractor, images, layers, patch_size)
     return E.flatten(2).transpose(1, 2), tuple(E.shape[-2:])
 
 def band_tokens(extractor, images:torch.Tensor, config) -> tuple[torch.Tensor, tuple]:
@@ -182,21 +169,27 @@ def resolve_noise_std(config, tokens:torch.Tensor|None=None, rel:float=0.5) -> f
     return rel * float(P.std(0).median())
 
 # %% ../../nbs/12_dfd.ipynb #a6f919b9
-def vit_block(dim:int, heads:int=16, mlp_ratio:float=4.0) -> nn.TransformerEncoderLayer:
+class ViTBlock(nn.Module):
     "One pre-norm ViT block: x + MHSA(LN(x)), then x + MLP(LN(x)); GELU, qkv bias, LN eps 1e-6, no dropout."
-    if dim % heads: raise FsadError(f"ViT width {dim} is not a multiple of the {heads} attention heads")
-    return nn.TransformerEncoderLayer(dim, heads, int(dim * mlp_ratio), dropout=0.0, activation="gelu",
-                                      layer_norm_eps=1e-6, batch_first=True, norm_first=True)
+    def __init__(self, dim:int, heads:int=16, mlp_ratio:float=4.0):
+        super().__init__()
+        if dim % heads: raise FsadError(f"ViT width {dim} is not a multiple of the {heads} attention heads")
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)   # holds W_qkv, W_o (and initialises them)
+        self.linear1, self.linear2 = nn.Linear(dim, int(dim * mlp_ratio)), nn.Linear(int(dim * mlp_ratio), dim)
+        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
 
-@contextlib.contextmanager
-def sdpa_attention():
-    """Run `nn.TransformerEncoderLayer` through its training-mode path, which calls the fused attention kernel.
-    In eval mode PyTorch takes a 'fast path' that on CPU forms the full T x T attention matrix (bmm + softmax);
-    with 785 tokens and 10-dim heads that is about 1.25x slower here. Same weights, same math."""
-    old = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try: yield
-    finally: torch.backends.mha.set_fastpath_enabled(old)
+    def attention(self, y:torch.Tensor) -> torch.Tensor:
+        "MHSA(y) for y [B,T,d]: softmax(Q K^T / sqrt(d/h)) V per head, by the fused kernel, then the output projection."
+        a, yt = self.self_attn, y.transpose(0, 1)                           # [T,B,d], the layout torch's layer computes in
+        o, _ = F.multi_head_attention_forward(yt, yt, yt, a.embed_dim, a.num_heads, a.in_proj_weight, a.in_proj_bias,
+                                              bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
+                                              out_proj_weight=a.out_proj.weight, out_proj_bias=a.out_proj.bias,
+                                              training=self.training, need_weights=False)
+        return o.transpose(0, 1)
+
+    def forward(self, x:torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.norm1(x))
+        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
 
 def vit_width(dim:int, heads:int=16, width:int|None=None) -> int:
     "The ViT width d: `width` if given, else `dim` rounded up to a multiple of `heads`."
@@ -212,7 +205,7 @@ class PerlinDiscriminator(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, d), nn.BatchNorm1d(d), nn.LeakyReLU(0.2))
         self.cls = nn.Parameter(torch.zeros(1, 1, d))
         self.pos = nn.Parameter(torch.randn(1, 1 + self.grid[0] * self.grid[1], d) * 0.02)   # class token + h*w positions
-        self.block, self.norm = vit_block(d, heads, mlp_ratio), nn.LayerNorm(d, eps=1e-6)
+        self.block, self.norm = ViTBlock(d, heads, mlp_ratio), nn.LayerNorm(d, eps=1e-6)
         self.tail = nn.Linear(d, 1, bias=False)
         for m in (self.mlp[0], self.tail): nn.init.xavier_normal_(m.weight)
 
@@ -230,7 +223,7 @@ class PerlinDiscriminator(nn.Module):
         cls = self.cls.expand(len(x), -1, -1)
         x = torch.cat([cls, x], 1)
         if grid is not None: x = x + self.positions(grid)
-        with sdpa_attention(): x = self.block(x)
+        x = self.block(x)
         return self.norm(x)[:, 1:]
 
     def forward(self, q:torch.Tensor, grid=None) -> torch.Tensor:
@@ -290,7 +283,7 @@ def score_range(*scores) -> tuple[float, float]:
 _CHOICES = {"bands": BANDS, "normalise": ("train", "test"), "sim_mode": ("push", "pull"),
             "rotation_padding": ("zeros", "border", "reflection"), "foreground": ("texture", "object")}
 
-def check_config(c) -> None:
+def check_dfd_config(c) -> None:
     "Raise an FsadError naming the first invalid option of a DFD/SimpleNet config."
     for k, ok in _CHOICES.items():
         if getattr(c, k) not in ok: raise FsadError(f"{k}={getattr(c, k)!r}: must be one of {ok}")
@@ -298,6 +291,90 @@ def check_config(c) -> None:
     if c.n_augment < 1 or c.epochs < 0 or c.batch_size < 1:
         raise FsadError(f"need n_augment >= 1, epochs >= 0, batch_size >= 1; got {c.n_augment}, {c.epochs}, {c.batch_size}")
     if not 0 <= c.p_normal <= 1: raise FsadError(f"p_normal={c.p_normal} must lie in [0, 1]")
+
+# %% ../../nbs/12_dfd.ipynb #04ee70e5
+class DFDNets(nn.Module):
+    "The trained parts: feature adaptor psi^A, Gaussian discriminator phi^G, Perlin discriminator phi^P (None: switched off)."
+    def __init__(self, dim:int, grid, config):
+        super().__init__()
+        self.adaptor = make_adaptor(dim)
+        self.D_G = MLPDiscriminator(dim, config.hidden) if config.use_gaussian_d else None
+        self.D_P = make_perlin_discriminator(dim, grid, config) if config.use_perlin_d else None
+
+def build_nets(dim:int, grid, config, seed:int|None=None, device=None) -> DFDNets:
+    "Fresh networks for a token grid (h, w) on `device`, initialised from `seed` if given (torch's global generator untouched)."
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None: torch.manual_seed(seed)
+        return DFDNets(dim, grid, config).to(device)
+
+# %% ../../nbs/12_dfd.ipynb #bb1f60d0
+def total_loss(nets:DFDNets, data:dict, idx:torch.Tensor, config, noise_std:float|None, generator=None) -> tuple[torch.Tensor, dict]:
+    "Eq. 14 on the augmented images `idx`: L_Gau + lambda_Per L_Per + lambda_Sim L_Sim, and its parts (detached)."
+    c, L = config, dict(gau=0., per=0., sim=0.)
+    m = data["mask"][idx] if data["mask"] is not None else None
+    n_bands = len(data["normal"] if data["normal"] is not None else data["anomalous"])
+    for b in range(n_bands):                                              # the low and the high band (or one path)
+        q_n = nets.adaptor(data["normal"][b, idx].float()) if data["normal"] is not None else None         # Eq. 7
+        q_a = nets.adaptor(data["anomalous"][b, idx].float()) if data["anomalous"] is not None else None
+        if c.use_gaussian_d: L["gau"] = L["gau"] + gaussian_loss(nets.D_G, q_n, noise_std, c.margin, generator)
+        if c.use_perlin_d: L["per"] = L["per"] + perlin_loss(nets.D_P(q_a, data["grid"]).float(), m, data["label"][idx], c.margin)
+        if c.use_similarity: L["sim"] = L["sim"] + similarity_loss(q_a, q_n, m, c.sim_mode)
+    total = L["gau"] + c.lambda_per * L["per"] + c.lambda_sim * L["sim"]
+    return total, {k: v.detach() if torch.is_tensor(v) else torch.tensor(v) for k, v in L.items()}
+
+def optimisers(nets:DFDNets, config) -> tuple:
+    "Adam for the adaptor (constant rate); Adam with weight decay and a cosine schedule over the epochs for the discriminators."
+    c = config
+    opt_a = torch.optim.Adam(nets.adaptor.parameters(), lr=c.lr_adaptor)
+    groups = [{"params": D.parameters(), "lr": lr, "weight_decay": c.weight_decay}
+              for D, lr in ((nets.D_G, c.lr_gaussian), (nets.D_P, c.lr_perlin)) if D is not None]
+    opt_d = torch.optim.Adam(groups)
+    return opt_a, opt_d, torch.optim.lr_scheduler.CosineAnnealingLR(opt_d, T_max=max(c.epochs, 1), eta_min=c.lr_min)
+
+def n_images(data:dict) -> int:
+    "Number of augmented training images in `training_tokens` output."
+    return data["label"].numel() if data["label"] is not None else data["normal"].shape[1]
+
+def train_epoch(nets:DFDNets, data:dict, opts:tuple, config, noise_std:float|None, generator=None) -> dict:
+    "One pass over the augmented images in an order drawn with `generator`, then one step of the schedule; the mean losses."
+    opt_a, opt_d, sched = opts
+    M, device = n_images(data), nets.adaptor.weight.device
+    order = torch.randperm(M, generator=generator, device=generator.device if generator is not None else "cpu")
+    sums = dict(loss=0., gau=0., per=0., sim=0.)
+    nets.train()
+    for idx in batches(order.to(device), config.batch_size):
+        with autocast(device): total, parts = total_loss(nets, data, idx, config, noise_std, generator)
+        opt_a.zero_grad(); opt_d.zero_grad(); total.backward(); opt_a.step(); opt_d.step()
+        for k, v in dict(loss=total.detach(), **parts).items(): sums[k] = sums[k] + v.float() * (len(idx) / M)
+    sched.step()
+    return {k: float(v) for k, v in sums.items()}                         # one device sync per epoch
+
+def train(nets:DFDNets, data:dict, config, noise_std:float|None, generator=None, progress:bool=False) -> list[dict]:
+    "Train adaptor and discriminators for `config.epochs` on the fixed tokens; the per-epoch mean losses, then eval mode."
+    opts, history = optimisers(nets, config), []
+    bar = progress_bar(range(config.epochs), leave=False) if progress else range(config.epochs)
+    for _ in bar:
+        history.append(train_epoch(nets, data, opts, config, noise_std, generator))
+        if progress: bar.comment = f"loss {history[-1]['loss']:.3f}"
+    nets.eval()
+    return history
+
+# %% ../../nbs/12_dfd.ipynb #3f953697
+@torch.no_grad()
+def branch_scores(nets:DFDNets, P:torch.Tensor, grid, batch_size:int=32) -> tuple:
+    "Eq. 15: S_Gau = -sum_b phi^G(q_b), S_Per = -sum_b phi^P(q_b) for tokens P [n_bands,N,T,C] -> ([N,T] or None) x 2."
+    device, out = nets.adaptor.weight.device, {"gau": [], "per": []}
+    for idx in batches(torch.arange(P.shape[1]), batch_size):
+        with autocast(device):
+            q = [nets.adaptor(P[b, idx].to(device).float()) for b in range(len(P))]
+            for k, D in (("gau", nets.D_G), ("per", nets.D_P)):
+                if D is not None: out[k].append(-sum(D(qb, grid).float() for qb in q))
+    return tuple(torch.cat(out[k]) if out[k] else None for k in ("gau", "per"))
+
+def calibrate(nets:DFDNets, data:dict) -> dict:
+    "Each branch's (min, max) over all training tokens (normal copies and pseudo-anomalies), in eval mode."
+    scores = [branch_scores(nets, data[k], data["grid"]) for k in ("normal", "anomalous") if data[k] is not None]
+    return {k: score_range(*[s[i] for s in scores]) for i, k in enumerate(("gau", "per")) if scores[0][i] is not None}
 
 # %% ../../nbs/12_dfd.ipynb #b3180191
 @register
@@ -308,9 +385,8 @@ class DFD(Detector):
 
     def __init__(self, config=None, device=None):
         super().__init__(config, device)
-        c = self.config; check_config(c)
-        self.extractor = FeatureExtractor(c.backbone, weights=c.weights, device=self.device)
-        self.dim = sum(self.extractor.channels[i] for i in c.layers)
+        self.extractor = self.build_extractor()
+        self.dim = sum(self.extractor.channels[i] for i in self.config.layers)
         self._textures, self._cache, self.history, self.timings, self.noise_std = None, None, [], {}, None
 
     # which parts of the training data exist
@@ -320,23 +396,6 @@ class DFD(Detector):
     def _need_normal(self): return self.config.use_gaussian_d or self.config.use_similarity
     @property
     def _store_dtype(self): return torch.bfloat16 if self.device.type == "cuda" else torch.float32
-
-    def _build(self, grid, seed:int|None=None):
-        "Fresh adaptor and discriminators for a token grid (h, w), on the device; initialised from `seed` if given."
-        c = self.config
-        self.grid = tuple(grid)
-        with torch.random.fork_rng(devices=[]):                          # leave the global generator alone
-            if seed is not None: torch.manual_seed(seed)
-            self.adaptor = make_adaptor(self.dim).to(self.device)
-            self.D_G = MLPDiscriminator(self.dim, c.hidden).to(self.device) if c.use_gaussian_d else None
-            self.D_P = make_perlin_discriminator(self.dim, self.grid, c).to(self.device) if c.use_perlin_d else None
-
-    def _modules(self): return [m for m in (self.adaptor, self.D_G, self.D_P) if m is not None]
-
-    def _generator(self) -> torch.Generator:
-        "The fit's generator, on the device: `config.seed`, or a seed drawn from torch's global generator."
-        seed = self.config.seed if self.config.seed is not None else int(torch.randint(0, 2**62, (1,)))
-        return torch.Generator(device=self.device).manual_seed(seed)
 
     def _pseudo(self) -> PseudoAnomaly:
         "The image-level pseudo-anomaly maker of Eq. 3 (the texture bank is loaded once per detector)."
@@ -350,152 +409,61 @@ class DFD(Detector):
             P, grid = band_tokens(self.extractor, images.to(self.device), self.config)
         return P.to(self._store_dtype), grid
 
-# %% ../../nbs/12_dfd.ipynb #ae6b54bf
-from fastcore.basics import patch
+    def training_tokens(self, support:torch.Tensor, generator=None, chunk:int=32) -> dict:
+        "Augment the support (Sec. 3.1) chunk by chunk and keep only tokens: normal/anomalous [n_bands,M,T,C], mask [M,T], label [M]."
+        c, n = self.config, self.config.n_augment
+        pseudo = self._pseudo() if self._need_anomalous else None
+        out = {k: [] for k in ("normal", "anomalous", "mask", "label")}
+        for idx in batches(torch.arange(len(support) * n), chunk):
+            parts = _augment(support[idx // n].to(self.device), c.rotation, pseudo, generator, c.rotation_padding)
+            if self._need_normal: P, grid = self.tokens(parts["normal"]); out["normal"].append(P)
+            if pseudo is not None:
+                P, grid = self.tokens(parts["anomalous"]); out["anomalous"].append(P)
+                out["mask"].append(grid_mask(parts["mask"], grid)); out["label"].append(parts["label"])
+        return {**{k: torch.cat(v, dim=1 if k in ("normal", "anomalous") else 0) if v else None for k, v in out.items()}, "grid": grid}
 
-@patch
-def training_tokens(self:DFD, support:torch.Tensor, generator=None, chunk:int=32) -> dict:
-    "Augment the support (Sec. 3.1) chunk by chunk and keep only tokens: normal/anomalous [n_bands,M,T,C], mask [M,T], label [M]."
-    c, n = self.config, self.config.n_augment
-    pseudo = self._pseudo() if self._need_anomalous else None
-    out = {k: [] for k in ("normal", "anomalous", "mask", "label")}
-    for idx in batches(torch.arange(len(support) * n), chunk):
-        parts = _augment(support[idx // n].to(self.device), c.rotation, pseudo, generator, c.rotation_padding)
-        if self._need_normal: P, grid = self.tokens(parts["normal"]); out["normal"].append(P)
-        if pseudo is not None:
-            P, grid = self.tokens(parts["anomalous"]); out["anomalous"].append(P)
-            out["mask"].append(grid_mask(parts["mask"], grid)); out["label"].append(parts["label"])
-    out = {k: torch.cat(v, dim=1 if k in ("normal", "anomalous") else 0) if v else None for k, v in out.items()}
-    out["grid"] = grid
-    return out
+    def fit(self, support:torch.Tensor, *, progress:bool=False):
+        "Augment the support once, embed it once, train adaptor + discriminators, calibrate the branch scales."
+        x, c = self._check_images(support, "support"), self.config
+        g, t0 = self.generator(), time.perf_counter()
+        data = self.training_tokens(x, g)
+        if c.use_gaussian_d: self.noise_std = resolve_noise_std(c, data["normal"])
+        t1, self.grid = time.perf_counter(), data["grid"]
+        self.nets = build_nets(self.dim, self.grid, c, int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)), self.device)
+        self.history = train(self.nets, data, c, self.noise_std, g, progress)
+        t2 = time.perf_counter()
+        self.stats = calibrate(self.nets, data)
+        self.timings = dict(tokens_s=t1 - t0, train_s=t2 - t1, calibrate_s=time.perf_counter() - t2, n_train_images=n_images(data))
+        self.fitted = True
+        return self
 
-# %% ../../nbs/12_dfd.ipynb #ddd3830b
-@patch
-def loss(self:DFD, data:dict, idx:torch.Tensor, generator=None) -> tuple[torch.Tensor, dict]:
-    "Eq. 14 on the augmented images `idx`: L_Gau + lambda_Per L_Per + lambda_Sim L_Sim, and its parts (detached)."
-    c, L = self.config, dict(gau=0., per=0., sim=0.)
-    m = data["mask"][idx] if data["mask"] is not None else None
-    nb = len((data["normal"] if data["normal"] is not None else data["anomalous"]))
-    for b in range(nb):                                                   # the low and the high band (or one path)
-        q_n = self.adaptor(data["normal"][b, idx].float()) if self._need_normal else None        # Eq. 7
-        q_a = self.adaptor(data["anomalous"][b, idx].float()) if self._need_anomalous else None
-        if c.use_gaussian_d: L["gau"] = L["gau"] + gaussian_loss(self.D_G, q_n, self.noise_std, c.margin, generator)
-        if c.use_perlin_d:
-            s = self.D_P(q_a, data["grid"]).float()
-            L["per"] = L["per"] + perlin_loss(s, m, data["label"][idx], c.margin)
-        if c.use_similarity: L["sim"] = L["sim"] + similarity_loss(q_a, q_n, m, c.sim_mode)
-    total = L["gau"] + c.lambda_per * L["per"] + c.lambda_sim * L["sim"]
-    return total, {k: v.detach() if torch.is_tensor(v) else torch.tensor(v) for k, v in L.items()}
+    def image_tokens(self, images, batch_size:int=32, progress:bool=False):
+        "Tokens [bands, N*h*w, C] and grid of test `images`, batch by batch."
+        it = list(batches(images, batch_size))
+        parts = [self.tokens(x) for x in (progress_bar(it, leave=False) if progress else it)]
+        return torch.cat([p for p, _ in parts], 1), parts[0][1]
 
-@patch
-def _optimisers(self:DFD):
-    "Adam for the adaptor (constant rate); Adam with weight decay and a cosine schedule for the discriminators."
-    c = self.config
-    opt_a = torch.optim.Adam(self.adaptor.parameters(), lr=c.lr_adaptor)
-    groups = [{"params": D.parameters(), "lr": lr, "weight_decay": c.weight_decay}
-              for D, lr in ((self.D_G, c.lr_gaussian), (self.D_P, c.lr_perlin)) if D is not None]
-    opt_d = torch.optim.Adam(groups)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_d, T_max=max(c.epochs, 1), eta_min=c.lr_min)
-    return opt_a, opt_d, sched
+    def predict(self, images:torch.Tensor, batch_size:int=32, progress:bool=False):
+        "Image scores [N] and anomaly maps [N,H,W] (numpy): Eq. 15-17, upsampled and smoothed; image score = max."
+        if not self.fitted: raise FsadError(f"{self.name}: call fit(support) before predict(images)")
+        images = self._check_images(images)
+        P, grid = self._cached(images, lambda: self.image_tokens(images, batch_size, progress))
+        s_gau, s_per = branch_scores(self.nets, P, grid, batch_size)
+        stats = self.stats if self.config.normalise == "train" else \
+            {k: score_range(s) for k, s in (("gau", s_gau), ("per", s_per)) if s is not None}
+        S = fuse(s_gau, s_per, stats).view(-1, *grid)                         # Eq. 16-17 on the token grid
+        maps = torch.cat([smooth_maps(s, images.shape[-2:], self.config.sigma).cpu() for s in batches(S, batch_size)])
+        return max_scores(maps).numpy(), maps.numpy()
 
-def _n_images(data:dict) -> int:
-    "Number of augmented training images in `training_tokens` output."
-    return data["label"].numel() if data["label"] is not None else data["normal"].shape[1]
+    def state(self) -> dict:
+        nets = {k: m.state_dict() for k, m in self.nets.named_children()}
+        return {"grid": self.grid, "stats": self.stats, "history": self.history, "noise_std": self.noise_std, **nets, **self.extractor_state()}
 
-@patch
-def train(self:DFD, data:dict, generator=None, progress:bool=True) -> list:
-    "Train adaptor and discriminators for `config.epochs` on the fixed tokens; per-epoch mean losses in `history`."
-    c, M = self.config, _n_images(data)
-    opt_a, opt_d, sched = self._optimisers()
-    for mod in self._modules(): mod.train()
-    show = progress and not in_test()
-    bar = progress_bar(range(c.epochs), leave=False) if show else range(c.epochs)
-    for ep in bar:
-        order = torch.randperm(M, generator=generator, device=generator.device if generator is not None else "cpu")
-        sums = dict(loss=0., gau=0., per=0., sim=0.)
-        for idx in batches(order.to(self.device), c.batch_size):
-            with autocast(self.device): total, parts = self.loss(data, idx, generator)
-            opt_a.zero_grad(); opt_d.zero_grad(); total.backward(); opt_a.step(); opt_d.step()
-            for k, v in dict(loss=total.detach(), **parts).items(): sums[k] = sums[k] + v.float() * (len(idx) / M)
-        sched.step(); self.history.append({k: float(v) for k, v in sums.items()})   # one device sync per epoch
-        if show: bar.comment = f"loss {sums['loss']:.3f}"
-    for mod in self._modules(): mod.eval()
-    return self.history
-
-# %% ../../nbs/12_dfd.ipynb #36344531
-@patch
-@torch.no_grad()
-def branch_scores(self:DFD, P:torch.Tensor, grid, batch_size:int=32) -> tuple:
-    "Eq. 15: S_Gau = -sum_b phi^G(q_b), S_Per = -sum_b phi^P(q_b) for tokens P [n_bands,N,T,C] -> ([N,T] or None) x 2."
-    out = {"gau": [], "per": []}
-    for idx in batches(torch.arange(P.shape[1]), batch_size):
-        with autocast(self.device):
-            q = [self.adaptor(P[b, idx].to(self.device).float()) for b in range(len(P))]
-            for k, D in (("gau", self.D_G), ("per", self.D_P)):
-                if D is not None: out[k].append(-sum(D(qb, grid).float() for qb in q))
-    return tuple(torch.cat(out[k]) if out[k] else None for k in ("gau", "per"))
-
-@patch
-def calibrate(self:DFD, data:dict) -> dict:
-    "Each branch's (min, max) over all training tokens (normal copies and pseudo-anomalies), in eval mode."
-    scores = [self.branch_scores(data[k], data["grid"]) for k in ("normal", "anomalous") if data[k] is not None]
-    self.stats = {k: score_range(*[s[i] for s in scores]) for i, k in enumerate(("gau", "per"))
-                  if scores[0][i] is not None}
-    return self.stats
-
-@patch
-def fit(self:DFD, support:torch.Tensor, progress:bool=True):
-    "Augment the support once, embed it once, train adaptor + discriminators, calibrate the branch scales."
-    x = self._check_images(support, "support")
-    g, t0 = self._generator(), time.perf_counter()
-    data = self.training_tokens(x, g)
-    if self.config.use_gaussian_d: self.noise_std = resolve_noise_std(self.config, data["normal"])
-    t1 = time.perf_counter()
-    self._build(data["grid"], int(torch.randint(0, 2**62, (1,), generator=g, device=g.device))); self.history = []
-    self.train(data, g, progress)
-    t2 = time.perf_counter()
-    self.calibrate(data)
-    self.timings = dict(tokens_s=t1 - t0, train_s=t2 - t1, calibrate_s=time.perf_counter() - t2,
-                        n_train_images=_n_images(data))
-    self.fitted = True
-    return self
-
-# %% ../../nbs/12_dfd.ipynb #109419e9
-@patch
-def image_tokens(self:DFD, images, batch_size, progress):
-    "Tokens [bands, N*h*w, C] and grid of test `images`, batch by batch."
-    it = list(batches(images, batch_size))
-    parts = [self.tokens(x) for x in (progress_bar(it, leave=False) if progress else it)]
-    return torch.cat([p for p, _ in parts], 1), parts[0][1]
-
-@patch
-def predict(self:DFD, images:torch.Tensor, batch_size:int=32, progress:bool=False):
-    "Image scores [N] and anomaly maps [N,H,W] (numpy): Eq. 15-17, upsampled and smoothed; image score = max."
-    if not self.fitted: raise FsadError(f"{self.name}: call fit(support) before predict(images)")
-    images = self._check_images(images)
-    P, grid = self._cached(images, lambda: self.image_tokens(images, batch_size, progress))
-    s_gau, s_per = self.branch_scores(P, grid, batch_size)
-    stats = self.stats if self.config.normalise == "train" else \
-        {k: score_range(s) for k, s in (("gau", s_gau), ("per", s_per)) if s is not None}
-    S = fuse(s_gau, s_per, stats).view(-1, *grid)                         # Eq. 16-17 on the token grid
-    maps = torch.cat([smooth_maps(s, images.shape[-2:], self.config.sigma).cpu() for s in batches(S, batch_size)])
-    return max_scores(maps).numpy(), maps.numpy()
-
-@patch
-def state(self:DFD) -> dict:
-    s = {"grid": self.grid, "stats": self.stats, "history": self.history, "noise_std": self.noise_std,
-         **{k: m.state_dict() for k, m in (("adaptor", self.adaptor), ("D_G", self.D_G), ("D_P", self.D_P)) if m is not None}}
-    if self.config.weights is None: s["extractor"] = self.extractor.state_dict()   # random init must travel too
-    return s
-
-@patch
-def set_state(self:DFD, state:dict):
-    self._build(state["grid"])
-    for k in ("adaptor", "D_G", "D_P"):
-        if getattr(self, k) is not None: getattr(self, k).load_state_dict(state[k])
-    for m in self._modules(): m.eval()
-    self.stats, self.history, self.noise_std = state["stats"], state["history"], state.get("noise_std")
-    if "extractor" in state: self.extractor.load_state_dict(state["extractor"])
+    def set_state(self, state:dict):
+        self.grid, self.nets = tuple(state["grid"]), build_nets(self.dim, state["grid"], self.config, device=self.device)
+        for k, m in self.nets.named_children(): m.load_state_dict(state[k])
+        self.nets.eval(); self.load_extractor_state(state)
+        self.stats, self.history, self.noise_std = state["stats"], state["history"], state.get("noise_std")
 
 # %% ../../nbs/12_dfd.ipynb #f059ce94
 @register

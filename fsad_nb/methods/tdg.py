@@ -8,22 +8,20 @@ Docs: https://fsad-nb.github.io/fsad_nb/tdg.html.md"""
 from __future__ import annotations
 import dataclasses, math, time
 from typing import NamedTuple
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastprogress.fastprogress import progress_bar
-from sklearn.metrics import roc_auc_score
-from ..core import FsadError, Config, autocast, in_test, set_seed
+from ..core import FsadError, Config, autocast
 from ..detector import Detector, register, smooth_maps, batches
-from ..fewshot import support_indices
+from ..frequency import to_grey
 
 # %% auto #0
-__all__ = ['PRESETS', 'IDENTITY', 'LUMA', 'RF', 'PAD', 'TDGConfig', 'check_config', 'scale_sizes', 'resize', 'pyramid',
-           'Transform', 'transform_set', 'to_grey', 'shift', 'shift_px', 'apply_transform', 'transform_batch',
-           'invert_map', 'fold_maps', 'conv_block', 'init_weights', 'width_at', 'Generator', 'Discriminator',
-           'patch_ce', 'noise_amplitude', 'correct_probs', 'patch_score', 'is_grey', 'TDG', 'grey_to_rgb',
-           'fixed_subset', 'one_class_rounds', 'summarise_one_class']
+__all__ = ['IDENTITY', 'RF', 'PAD', 'TDGConfig', 'check_tdg_config', 'scale_sizes', 'resize', 'pyramid', 'Transform',
+           'transform_set', 'grey_rgb', 'shift', 'shift_px', 'apply_transform', 'transform_batch', 'invert_map',
+           'fold_maps', 'conv_block', 'init_weights', 'width_at', 'Generator', 'Discriminator', 'patch_ce',
+           'noise_amplitude', 'correct_probs', 'patch_score', 'TransformTask', 'transform_task', 'Pyramid', 'adam',
+           'd_step', 'g_step', 'train_scale', 'is_grey', 'TDG']
 
 # %% ../../nbs/13_tdg.ipynb #a4454525
 @dataclasses.dataclass
@@ -65,10 +63,10 @@ class TDGConfig(Config):
     amp: bool = False                     # bfloat16 autocast on CUDA (untested here; see the text)
     seed: int | None = None               # None: drawn from torch's global generator (the protocol seeds it per round)
 
-    def check(self): check_config(self)   # ranges and contradictions (`check_config`, below): `validate` refuses them
+    def check(self): check_tdg_config(self)   # ranges and contradictions (`check_tdg_config`, below): `validate` refuses them
 
 # %% ../../nbs/13_tdg.ipynb #e13e53c9
-def check_config(c:TDGConfig) -> None:
+def check_tdg_config(c:TDGConfig) -> None:
     "Raise an FsadError naming the first invalid or contradictory option of a TDG config."
     if c.map_scales not in ("finest", "all"): raise FsadError(f"map_scales={c.map_scales!r}: must be 'finest' or 'all'")
     if c.score_fraction is not None and not 0 < c.score_fraction <= 1:
@@ -84,11 +82,6 @@ def check_config(c:TDGConfig) -> None:
         raise FsadError("without the generator the discriminator must classify transformations: nothing to learn otherwise")
     if c.transforms_per_step is not None and c.transforms_per_step < 1:
         raise FsadError(f"transforms_per_step={c.transforms_per_step}: must be >= 1 or None")
-
-# %% ../../nbs/13_tdg.ipynb #246306f5
-PRESETS = {"paper": {},                                                            # Sec. 3.4 and the authors' code
-           "cpu": dict(max_size=32, min_size=16, nfc=16, iterations=100, transforms_per_step=8),   # CPU result runs
-           "tiny": dict(max_size=24, min_size=18, nfc=8, iterations=20)}            # tests and smoke runs
 
 # %% ../../nbs/13_tdg.ipynb #c08bc748
 def scale_sizes(max_size:int=64, min_size:int=25, factor:float=0.75, single:int|None=None) -> list[int]:
@@ -131,12 +124,9 @@ def transform_set(colour:bool=True) -> list[Transform]:
     return ts
 
 # %% ../../nbs/13_tdg.ipynb #d10d35c0
-LUMA = (0.299, 0.587, 0.114)          # ITU-R 601 weights (they sum to 1, so a grey image stays the same)
-
-def to_grey(x:torch.Tensor) -> torch.Tensor:
-    "RGB images [B,3,H,W] -> grey, repeated on 3 channels."
-    w = x.new_tensor(LUMA).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True).expand_as(x)
+def grey_rgb(x:torch.Tensor) -> torch.Tensor:
+    "RGB images [B,3,H,W] -> their luma (`frequency.to_grey`: ITU-R 601 weights, summing to 1), repeated on 3 channels."
+    return to_grey(x)[:, None].expand_as(x)
 
 def shift(x:torch.Tensor, dx:int, dy:int, mode:str="reflect") -> torch.Tensor:
     "Move the content of [B,C,H,W] by dx pixels right and dy down; the uncovered band from `mode` padding ('reflect', 'constant')."
@@ -156,7 +146,7 @@ def apply_transform(x:torch.Tensor, t:Transform, ratio:float=0.15) -> torch.Tens
     d = shift_px(x.shape[-1], ratio)
     x = shift(x, t.tx * d, t.ty * d, "reflect")
     if t.rot: x = torch.rot90(x, t.rot, dims=(-2, -1))
-    return to_grey(x) if t.grey else x
+    return grey_rgb(x) if t.grey else x
 
 def transform_batch(x:torch.Tensor, ts, idx=None, ratio:float=0.15) -> torch.Tensor:
     "All transformations `ts[i]` (i in `idx`, default all) of images x [B,C,H,W], transformation-major: [len(idx)*B, C, H, W]."
@@ -246,6 +236,126 @@ def patch_score(P:torch.Tensor, fraction:float|None=None) -> torch.Tensor:
     k = max(1, int(P.shape[-1] * fraction))
     return P.topk(k, dim=-1, largest=False).values.mean(-1)
 
+# %% ../../nbs/13_tdg.ipynb #9014d96b
+class TransformTask(NamedTuple):
+    "What D^n classifies: the transformation T_i of each patch (class i + offset; class 0 = fake) or (v. b, c) real vs fake."
+    ts: list                                  # T_1..T_M
+    kind: str = "transforms"                  # "transforms": name the transformation (the paper); "real": real vs fake
+    offset: int = 1                           # channel of T_1: 1 when channel 0 is the fake class, 0 without a generator (v. a)
+    ratio: float = 0.15                       # translations, as a fraction of the side
+    per_step: int | None = None               # transformations per training step; None: all M
+    augmentation: bool = False                # v. c: the step's transformations are random draws (with repetition)
+
+    @property
+    def n_classes(self) -> int: return len(self.ts) + self.offset if self.kind == "transforms" else 2
+
+    def pick(self, g=None, device=None) -> torch.Tensor:
+        "Transformation indices of one step: all M, a random subset of `per_step`, or (v. c) random draws."
+        M = len(self.ts); m = min(self.per_step or M, M)
+        if self.augmentation: return torch.randint(M, (m,), generator=g, device=device)
+        return torch.arange(M, device=device) if m == M else torch.randperm(M, generator=g, device=device)[:m]
+
+    def targets(self, idx:torch.Tensor, B:int, fake:bool=False) -> torch.Tensor:
+        "Class of each row of `batch(x[B], idx)`: i + offset (T_i), 1 (real, v. b/c) or 0 (fake)."
+        if fake: t = torch.zeros_like(idx)
+        else: t = idx + self.offset if self.kind == "transforms" else torch.ones_like(idx)
+        return t.repeat_interleave(B)
+
+    def batch(self, x:torch.Tensor, idx=None) -> torch.Tensor:
+        "The transformations `idx` (default all) of images x [B,C,H,W], transformation-major."
+        return transform_batch(x, self.ts, idx, self.ratio)
+
+def transform_task(config:TDGConfig, colour:bool) -> TransformTask:
+    "The task a config asks for, for colour (54 transformations) or grey (42) images."
+    c = config
+    ts = transform_set(colour) if c.use_transforms else [IDENTITY]
+    kind = "transforms" if c.use_transforms and not c.transforms_as_augmentation else "real"
+    return TransformTask(ts, kind, int(c.use_generator), c.translation, c.transforms_per_step, c.transforms_as_augmentation)
+
+# %% ../../nbs/13_tdg.ipynb #d92fb8fc
+class Pyramid:
+    "The generators G^0..G^n (frozen once trained), their noise amplitudes sigma^n and the fixed noise z*, for K images."
+    def __init__(self, sizes, K:int, device=None):
+        self.sizes, self.K, self.device = list(sizes), int(K), device
+        self.index = torch.arange(self.K, device=device)          # the image-index channel (Eq. 13-18)
+        self.Gs, self.amps, self.z_star = [], [], None
+
+    def noise(self, n:int, g=None) -> torch.Tensor:
+        "z^n [K,3,s,s]: grey noise at scale 0, three channels above (SinGAN's code)."
+        s = self.sizes[n]
+        if n == 0: return torch.randn(self.K, 1, s, s, generator=g, device=self.device).expand(-1, 3, -1, -1)
+        return torch.randn(self.K, 3, s, s, generator=g, device=self.device)
+
+    @torch.no_grad()
+    def coarse(self, n:int, mode:str="rand", g=None, outs:list|None=None) -> torch.Tensor:
+        "Upsampled x_bar^{n-1} at scale n (zeros at n = 0) from the frozen coarser generators: 'rand' fresh noise, 'rec' z* then none."
+        x = torch.zeros(self.K, 3, self.sizes[0], self.sizes[0], device=self.device)
+        for k in range(n):
+            z = self.noise(k, g) if mode == "rand" else (self.z_star if k == 0 else torch.zeros_like(x))
+            x = self.Gs[k](self.amps[k] * z, x, self.index)              # Eq. 13-14 ('rand'), Eq. 15-16 ('rec')
+            if outs is not None: outs.append(x)
+            if k + 1 < len(self.sizes): x = resize(x, self.sizes[k + 1])
+        return x
+
+# %% ../../nbs/13_tdg.ipynb #6b3db9b0
+def adam(module:nn.Module, config:TDGConfig, drop:int):
+    "Adam(lr, betas (beta1, 0.999)) with the learning rate times lr_gamma after `drop` iterations (authors' code)."
+    opt = torch.optim.Adam(module.parameters(), lr=config.lr, betas=(config.beta1, 0.999))
+    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[drop], gamma=config.lr_gamma)
+
+def d_step(D:nn.Module, G:nn.Module|None, x:torch.Tensor, fake_in:tuple, task:TransformTask, sel, opt, amp:bool=False) -> torch.Tensor:
+    "One discriminator step: CE on the transformations `sel` of the real images x (Eq. 3) and of G(*fake_in) as fakes (Eq. 4)."
+    with autocast(x.device, amp):
+        loss = patch_ce(D, task.batch(x, sel), task.targets(sel, len(x)))                          # Eq. 3
+        if G is not None:
+            with torch.no_grad(): fake = G(*fake_in)
+            loss = loss + patch_ce(D, task.batch(fake, sel), task.targets(sel, len(x), fake=True))   # Eq. 4
+    opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    return loss.detach()
+
+def g_step(D:nn.Module, G:nn.Module, x:torch.Tensor, fake_in:tuple, rec_in:tuple, task:TransformTask, sel, opt,
+           alpha:float=100.0, amp:bool=False) -> tuple[torch.Tensor, torch.Tensor]:
+    "One generator step: Eq. 5 on the transformations `sel` of G(*fake_in) + alpha x the reconstruction error of G(*rec_in) (Eq. 9-10)."
+    with autocast(x.device, amp):
+        adv = patch_ce(D, task.batch(G(*fake_in), sel), task.targets(sel, len(x)))                 # Eq. 5
+        rec = F.mse_loss(G(*rec_in).float(), x)                                                     # Eq. 9-10, 17
+    opt.zero_grad(set_to_none=True); (adv + alpha * rec).backward(); opt.step()
+    return adv.detach(), rec.detach()
+
+def train_scale(pyr:Pyramid, D:nn.Module, task:TransformTask, x:torch.Tensor, config:TDGConfig, iterations:int,
+                g=None, tick=None) -> dict:
+    "Train scale n: G^n = pyr.Gs[n] (None: v. a) and D^n on the support x^n [K,3,s,s] (Eq. 11 / 18); freeze both; its log."
+    c, n, G, dev, t0 = config, len(pyr.Gs) - 1, pyr.Gs[-1], x.device, time.perf_counter()
+    opt_d, sch_d = adam(D, c, c.lr_drop_d)
+    if G is not None:
+        opt_g, sch_g = adam(G, c, c.lr_drop_g)
+        rec_prev = pyr.coarse(n, "rec")                                               # upsampled reconstruction, Eq. 16
+        amp = torch.ones(len(x), 1, 1, 1, device=dev) if n == 0 else noise_amplitude(rec_prev, x, c.noise_amp)
+        z_rec = amp * pyr.z_star if n == 0 else torch.zeros_like(x)                   # z* at scale 0 only (Eq. 15-16)
+    else: amp = None
+    pyr.amps.append(amp)
+    log = []
+    for it in range(iterations):
+        z = amp * pyr.noise(n, g) if G is not None else None
+        for _ in range(c.d_steps):
+            sel = task.pick(g, dev)
+            with autocast(dev, c.amp): prev = pyr.coarse(n, "rand", g) if G is not None else None   # a fresh coarse image
+            loss_d = d_step(D, G, x, (z, prev, pyr.index), task, sel, opt_d, c.amp)
+        adv = rec = torch.zeros((), device=dev)
+        if G is not None:
+            D.requires_grad_(False)
+            for _ in range(c.g_steps):
+                adv, rec = g_step(D, G, x, (z, prev, pyr.index), (z_rec, rec_prev, pyr.index), task, task.pick(g, dev), opt_g, c.alpha, c.amp)
+            D.requires_grad_(True); sch_g.step()
+        sch_d.step()
+        log.append(torch.stack([loss_d, adv, rec]))
+        if tick is not None: tick(n, it, log)
+    for m in (G, D):
+        if m is not None: m.eval().requires_grad_(False)
+    d, a, r = torch.stack(log).T.cpu().tolist() if log else ([], [], [])
+    return {"scale": n, "size": pyr.sizes[n], "width": D.body[0][0].out_channels, "d_loss": d, "g_adv": a, "rec": r,
+            "amp": amp.flatten().tolist() if amp is not None else None, "seconds": time.perf_counter() - t0}
+
 # %% ../../nbs/13_tdg.ipynb #dae43b80
 def is_grey(x:torch.Tensor) -> bool:
     "True when every image of x [B,3,H,W] has three equal channels."
@@ -259,275 +369,117 @@ class TDG(Detector):
 
     def __init__(self, config=None, device=None):
         super().__init__(config, device)
-        check_config(self.config)
         self.history, self.timings = [], {}
 
-    @property
-    def kind(self) -> str:
-        "'transforms': D names the transformation (the paper); 'real': D tells real from fake only (ablations b, c)."
-        c = self.config
-        return "transforms" if c.use_transforms and not c.transforms_as_augmentation else "real"
-
-    @property
-    def offset(self) -> int:
-        "Channel of T_1: 1 when channel 0 is the fake class, 0 without a generator (v. a)."
-        return int(self.config.use_generator)
-
     def _setup(self, colour:bool, K:int):
-        "Transformations, scales and widths for a support of K colour or grey images; empty pyramid."
+        "The task, scales and widths for a support of K colour or grey images; an empty pyramid."
         c = self.config
         self.colour, self.K = bool(colour), int(K)
-        self.ts = transform_set(self.colour) if c.use_transforms else [IDENTITY]
+        self.task = transform_task(c, self.colour)
         self.sizes = scale_sizes(c.max_size, c.min_size, c.scale_factor, c.single_scale)
         self.widths = [width_at(n, c.nfc) for n in range(len(self.sizes))]
-        self.n_classes = len(self.ts) + self.offset if self.kind == "transforms" else 2
         self.iterations = c.iterations if c.iterations is not None else (1000 if self.colour else 500)
-        self.index = torch.arange(self.K, device=self.device)
-        self.Gs, self.Ds, self.amps, self.z_star, self.history = [], [], [], None, []
+        self.pyr, self.Ds, self.history = Pyramid(self.sizes, self.K, self.device), [], []
 
     def _nets(self, n:int, seed:int|None=None):
         "Fresh (G^n or None, D^n) on the device (channels-last), initialised from `seed` if given (global generator untouched)."
         with torch.random.fork_rng(devices=[]):
             if seed is not None: torch.manual_seed(seed)
             G = Generator(self.widths[n]) if self.config.use_generator else None
-            D = Discriminator(self.widths[n], self.n_classes)
+            D = Discriminator(self.widths[n], self.task.n_classes)
         cl = dict(device=self.device, memory_format=torch.channels_last)      # faster convolutions on CPU and GPU
         return (G.to(**cl) if G is not None else None), D.to(**cl)
 
-    def _generator(self) -> torch.Generator:
-        "The fit's generator, on the device: `config.seed`, or a seed drawn from torch's global generator."
-        seed = self.config.seed if self.config.seed is not None else int(torch.randint(0, 2**62, (1,)))
-        return torch.Generator(device=self.device).manual_seed(seed)
+    def _next_scale(self, n:int, g) -> nn.Module:
+        "Build G^n (into the pyramid) and D^n, warm-started from scale n-1 when the widths match (authors' code); returns D^n."
+        G, D = self._nets(n, int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)))
+        if self.config.reuse_weights and n > 0 and self.widths[n - 1] == self.widths[n]:
+            D.load_state_dict(self.Ds[-1].state_dict())
+            if G is not None: G.load_state_dict(self.pyr.Gs[-1].state_dict())
+        self.pyr.Gs.append(G); self.Ds.append(D)
+        return D
 
     def _prep(self, x:torch.Tensor) -> torch.Tensor:
         "Images in [0, 1] -> [-1, 1], resized to `image_size` (authors' code), on the device."
         return resize(x.to(self.device).float() * 2 - 1, self.config.image_size).clamp(-1, 1)
 
-    def _noise(self, n:int, K:int, g=None) -> torch.Tensor:
-        "z^n [K,3,s,s]: grey noise at scale 0, three channels above (SinGAN's code)."
-        s = self.sizes[n]
-        if n == 0: return torch.randn(K, 1, s, s, generator=g, device=self.device).expand(-1, 3, -1, -1)
-        return torch.randn(K, 3, s, s, generator=g, device=self.device)
+    def fit(self, support:torch.Tensor, *, progress:bool=False):
+        "Train the pyramid on the K support images [K,3,H,W] in [0,1], coarsest scale first (Sec. 3.1-3.2)."
+        x = self._check_images(support, "support")
+        c, g, t0 = self.config, self.generator(), time.perf_counter()
+        self._setup(not is_grey(x) if c.colour is None else c.colour, len(x))
+        reals = pyramid(self._prep(x), self.sizes)
+        if c.use_generator:                                               # z*: one fixed map for all K images (Eq. 15)
+            s = self.sizes[0]; self.pyr.z_star = torch.randn(1, 1, s, s, generator=g, device=self.device).expand(self.K, 3, -1, -1)
+        tick = self._progress() if progress else None
+        for n in range(len(self.sizes)):
+            self.history.append(train_scale(self.pyr, self._next_scale(n, g), self.task, reals[n], c, self.iterations, g, tick))
+        self.timings = {"fit_s": time.perf_counter() - t0, "scale_s": [h["seconds"] for h in self.history],
+                        "transforms": len(self.task.ts), "iterations": self.iterations, "sizes": self.sizes}
+        self.fitted = True
+        return self
 
-    def _pick(self, g) -> torch.Tensor:
-        "Transformation indices of one step: all M, a random subset of `transforms_per_step`, or (v. c) random draws."
-        M = len(self.ts); m = min(self.config.transforms_per_step or M, M)
-        if self.config.transforms_as_augmentation: return torch.randint(M, (m,), generator=g, device=self.device)
-        return torch.arange(M, device=self.device) if m == M else torch.randperm(M, generator=g, device=self.device)[:m]
+    def _progress(self):
+        "A progress bar over all iterations of all scales, as a `tick(n, it, log)` for `train_scale`."
+        bar = progress_bar(range(len(self.sizes) * self.iterations), leave=False); ticks = iter(bar)
+        def tick(n, it, log):
+            next(ticks, None)
+            if it % 25 == 0: bar.comment = f"scale {n}/{len(self.sizes) - 1} ({self.sizes[n]} px) D {float(log[-1][0]):.3f} G {float(log[-1][1]):.3f} rec {float(log[-1][2]):.4f}"
+            if n == len(self.sizes) - 1 and it == self.iterations - 1: list(ticks)
+        return tick
 
-    def _targets(self, idx:torch.Tensor, B:int, fake:bool=False) -> torch.Tensor:
-        "Class of each row of `transform_batch(x[B], ts, idx)`: i + offset (T_i), 1 (real, v. b/c) or 0 (fake)."
-        if fake: t = torch.zeros_like(idx)
-        else: t = idx + self.offset if self.kind == "transforms" else torch.ones_like(idx)
-        return t.repeat_interleave(B)
+    def generate(self, mode:str="rand", generator=None) -> list[torch.Tensor]:
+        "x_bar^n of every scale for each support image, in [0, 1]: fresh noise ('rand') or the fixed-noise reconstruction ('rec')."
+        if not self.fitted or not self.config.use_generator: raise FsadError("tdg: generate() needs a fitted detector with a generator")
+        outs = []; self.pyr.coarse(len(self.sizes), mode, generator, outs)
+        return [(o.clamp(-1, 1) + 1) / 2 for o in outs]
 
-# %% ../../nbs/13_tdg.ipynb #e3af03fd
-from fastcore.basics import patch
+    @torch.no_grad()
+    def votes(self, n:int, xn:torch.Tensor) -> torch.Tensor:
+        "Per-patch vote for the correct class, [M,B,s-10,s-10], of images x^n [B,3,s,s] under all M transformations."
+        c, D, B, t, out = self.config, self.Ds[n], len(xn), self.task, []
+        chunk = c.eval_chunk or (2048 if self.device.type == "cuda" else 128)     # small passes stay in the CPU's caches
+        for idx in batches(torch.arange(len(t.ts), device=self.device), max(1, chunk // B)):
+            with autocast(self.device, c.amp): L = D(t.batch(xn, idx))
+            out.append(correct_probs(L, t.targets(idx, B), t.offset, t.kind).view(len(idx), B, *L.shape[-2:]))
+        return torch.cat(out)
 
-@patch
-@torch.no_grad()
-def _chain(self:TDG, n:int, mode:str="rand", g=None, outs:list|None=None) -> torch.Tensor:
-    "Upsampled x_bar^{n-1} at scale n (zeros at n = 0) from the frozen coarser generators: 'rand' fresh noise, 'rec' z* then none."
-    x = torch.zeros(self.K, 3, self.sizes[0], self.sizes[0], device=self.device)
-    for k in range(n):
-        z = self._noise(k, self.K, g) if mode == "rand" else (self.z_star if k == 0 else torch.zeros_like(x))
-        x = self.Gs[k](self.amps[k] * z, x, self.index)              # Eq. 13-14 ('rand'), Eq. 15-16 ('rec')
-        if outs is not None: outs.append(x)
-        if k + 1 < len(self.sizes): x = resize(x, self.sizes[k + 1])
-    return x
+    @torch.no_grad()
+    def score_batch(self, x:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "Anomaly scores [B] (minus Eq. 12 / Sec. 3.3) and anomaly maps [B,H,W] (minus Fig. 6's map) of images [B,3,H,W]."
+        c, xs = self.config, pyramid(self._prep(x), self.sizes)
+        s, maps = 0, []
+        for n, xn in enumerate(xs):
+            V = self.votes(n, xn)                                              # [M,B,h,w]
+            s = s + patch_score(V, c.score_fraction).mean(0)                   # patches (or the lowest few), transformations
+            if c.map_scales == "all" or n == len(xs) - 1:
+                A = fold_maps(F.pad(V, (PAD,) * 4, mode="replicate"), self.task.ts, c.translation)    # T_i^-1, averaged
+                maps.append(smooth_maps(-A, x.shape[-2:], c.sigma))
+        return -s / len(xs), sum(maps) / len(maps)
 
-@patch
-def generate(self:TDG, mode:str="rand", generator=None) -> list[torch.Tensor]:
-    "x_bar^n of every scale for each support image, in [0, 1]: fresh noise ('rand') or the fixed-noise reconstruction ('rec')."
-    if not self.fitted or not self.config.use_generator: raise FsadError("tdg: generate() needs a fitted detector with a generator")
-    outs = []; self._chain(len(self.sizes), mode, generator, outs)
-    return [(o.clamp(-1, 1) + 1) / 2 for o in outs]
+    def predict(self, images:torch.Tensor, batch_size:int=32, progress:bool=False):
+        "Image scores [N] and anomaly maps [N,H,W] (numpy; higher = more anomalous) for images [N,3,H,W] in [0,1]."
+        if not self.fitted: raise FsadError(f"{self.name}: call fit(support) before predict(images)")
+        it = list(batches(self._check_images(images), batch_size))
+        out = [self.score_batch(x) for x in (progress_bar(it, leave=False) if progress else it)]
+        return torch.cat([s for s, _ in out]).cpu().numpy(), torch.cat([a for _, a in out]).cpu().numpy()
 
-@patch
-def _optimiser(self:TDG, module:nn.Module, drop:int):
-    "Adam(lr, betas (beta1, 0.999)) with the learning rate times lr_gamma after `drop` iterations (authors' code)."
-    opt = torch.optim.Adam(module.parameters(), lr=self.config.lr, betas=(self.config.beta1, 0.999))
-    return opt, torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[drop], gamma=self.config.lr_gamma)
+    def state(self) -> dict:
+        cpu = lambda t: None if t is None else t.cpu()
+        return {"colour": self.colour, "K": self.K, "sizes": self.sizes, "widths": self.widths,
+                "transforms": [tuple(t) for t in self.task.ts], "D": [D.state_dict() for D in self.Ds],
+                "G": [G.state_dict() for G in self.pyr.Gs] if self.config.use_generator else None,
+                "amps": [cpu(a) for a in self.pyr.amps], "z_star": cpu(self.pyr.z_star), "history": self.history, "timings": self.timings}
 
-# %% ../../nbs/13_tdg.ipynb #6829e197
-@patch
-def _d_step(self:TDG, n, D, G, x, z, g, opt):
-    "One discriminator step at scale n (Eq. 3-4); returns (loss, the coarse image used) for the generator steps."
-    c, K, prev = self.config, len(x), None
-    sel = self._pick(g)
-    with autocast(self.device, c.amp):
-        loss = patch_ce(D, transform_batch(x, self.ts, sel, c.translation), self._targets(sel, K))          # Eq. 3
-        if G is not None:
-            prev = self._chain(n, "rand", g)                                  # a fresh image from the coarser scales
-            with torch.no_grad(): fake = G(z, prev, self.index)
-            loss = loss + patch_ce(D, transform_batch(fake, self.ts, sel, c.translation), self._targets(sel, K, fake=True))  # Eq. 4
-    opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-    return loss.detach(), prev
-
-@patch
-def _g_step(self:TDG, D, G, x, z, prev, z_rec, rec_prev, g, opt):
-    "One generator step: Eq. 5 through all (or the sampled) transformations + alpha x the reconstruction error (Eq. 9-10)."
-    c, K = self.config, len(x)
-    sel = self._pick(g)
-    with autocast(self.device, c.amp):
-        adv = patch_ce(D, transform_batch(G(z, prev, self.index), self.ts, sel, c.translation), self._targets(sel, K))  # Eq. 5
-        rec = F.mse_loss(G(z_rec, rec_prev, self.index).float(), x)                                       # Eq. 9-10, 17
-    opt.zero_grad(set_to_none=True); (adv + c.alpha * rec).backward(); opt.step()
-    return adv.detach(), rec.detach()
-
-@patch
-def _train_scale(self:TDG, n:int, x:torch.Tensor, g, tick=None):
-    "Build, train and freeze G^n, D^n on the support at scale n, x [K,3,s,s] (Eq. 11 / 18)."
-    c, K, t0 = self.config, len(x), time.perf_counter()
-    G, D = self._nets(n, int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)))
-    if c.reuse_weights and n > 0 and self.widths[n - 1] == self.widths[n]:       # authors' code: warm start
-        D.load_state_dict(self.Ds[-1].state_dict())
-        if G is not None: G.load_state_dict(self.Gs[-1].state_dict())
-    self.Gs.append(G); self.Ds.append(D)
-    opt_d, sch_d = self._optimiser(D, c.lr_drop_d)
-    if G is not None:
-        opt_g, sch_g = self._optimiser(G, c.lr_drop_g)
-        rec_prev = self._chain(n, "rec")                                            # upsampled reconstruction, Eq. 16
-        amp = torch.ones(K, 1, 1, 1, device=self.device) if n == 0 else noise_amplitude(rec_prev, x, c.noise_amp)
-        z_rec = amp * self.z_star if n == 0 else torch.zeros_like(x)                # z* at scale 0 only (Eq. 15-16)
-    else: amp = None
-    self.amps.append(amp)
-    log = []
-    for it in range(self.iterations):
-        z = amp * self._noise(n, K, g) if G is not None else None
-        for _ in range(c.d_steps): loss_d, prev = self._d_step(n, D, G, x, z, g, opt_d)
-        adv = rec = torch.zeros((), device=self.device)
-        if G is not None:
-            D.requires_grad_(False)
-            for _ in range(c.g_steps): adv, rec = self._g_step(D, G, x, z, prev, z_rec, rec_prev, g, opt_g)
-            D.requires_grad_(True); sch_g.step()
-        sch_d.step()
-        log.append(torch.stack([loss_d, adv, rec]))
-        if tick is not None: tick(n, it, log)
-    for m in (G, D):
-        if m is not None: m.eval().requires_grad_(False)
-    d, a, r = torch.stack(log).T.cpu().tolist() if log else ([], [], [])
-    self.history.append({"scale": n, "size": self.sizes[n], "width": self.widths[n], "d_loss": d, "g_adv": a, "rec": r,
-                         "amp": amp.flatten().tolist() if amp is not None else None, "seconds": time.perf_counter() - t0})
-
-# %% ../../nbs/13_tdg.ipynb #cff6a7d3
-@patch
-def fit(self:TDG, support:torch.Tensor, progress:bool=True):
-    "Train the pyramid on the K support images [K,3,H,W] in [0,1], coarsest scale first (Sec. 3.1-3.2)."
-    x = self._check_images(support, "support")
-    c, g, t0 = self.config, self._generator(), time.perf_counter()
-    self._setup(not is_grey(x) if c.colour is None else c.colour, len(x))
-    reals = pyramid(self._prep(x), self.sizes)
-    if c.use_generator:                                                   # z*: one fixed map for all K images (Eq. 15)
-        s = self.sizes[0]; self.z_star = torch.randn(1, 1, s, s, generator=g, device=self.device).expand(self.K, 3, -1, -1)
-    show = progress and not in_test()
-    bar = progress_bar(range(len(self.sizes) * self.iterations), leave=False) if show else None
-    ticks = iter(bar) if show else None
-    def tick(n, it, log):
-        next(ticks, None)
-        if it % 25 == 0: bar.comment = f"scale {n}/{len(self.sizes) - 1} ({self.sizes[n]} px) D {float(log[-1][0]):.3f} G {float(log[-1][1]):.3f} rec {float(log[-1][2]):.4f}"
-    for n in range(len(self.sizes)): self._train_scale(n, reals[n], g, tick if show else None)
-    if show: list(ticks)
-    self.timings = {"fit_s": time.perf_counter() - t0, "scale_s": [h["seconds"] for h in self.history],
-                    "transforms": len(self.ts), "iterations": self.iterations, "sizes": self.sizes}
-    self.fitted = True
-    return self
-
-@patch
-@torch.no_grad()
-def votes(self:TDG, n:int, xn:torch.Tensor) -> torch.Tensor:
-    "Per-patch vote for the correct class, [M,B,s-10,s-10], of images x^n [B,3,s,s] under all M transformations."
-    c, D, B, out = self.config, self.Ds[n], len(xn), []
-    chunk = c.eval_chunk or (2048 if self.device.type == "cuda" else 128)     # small passes stay in the CPU's caches
-    for idx in batches(torch.arange(len(self.ts), device=self.device), max(1, chunk // B)):
-        with autocast(self.device, c.amp): L = D(transform_batch(xn, self.ts, idx, c.translation))
-        out.append(correct_probs(L, self._targets(idx, B), self.offset, self.kind).view(len(idx), B, *L.shape[-2:]))
-    return torch.cat(out)
-
-@patch
-@torch.no_grad()
-def score_batch(self:TDG, x:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    "Anomaly scores [B] (minus Eq. 12 / Sec. 3.3) and anomaly maps [B,H,W] (minus Fig. 6's map) of images [B,3,H,W]."
-    c = self.config
-    xs = pyramid(self._prep(x), self.sizes)
-    s, maps = 0, []
-    for n, xn in enumerate(xs):
-        V = self.votes(n, xn)                                              # [M,B,h,w]
-        s = s + patch_score(V, c.score_fraction).mean(0)                   # patches (or the lowest few), transformations
-        if c.map_scales == "all" or n == len(xs) - 1:
-            A = fold_maps(F.pad(V, (PAD,) * 4, mode="replicate"), self.ts, c.translation)    # T_i^-1, averaged
-            maps.append(smooth_maps(-A, x.shape[-2:], c.sigma))
-    return -s / len(xs), sum(maps) / len(maps)
-
-@patch
-def predict(self:TDG, images:torch.Tensor, batch_size:int=32, progress:bool=False):
-    "Image scores [N] and anomaly maps [N,H,W] (numpy; higher = more anomalous) for images [N,3,H,W] in [0,1]."
-    if not self.fitted: raise FsadError(f"{self.name}: call fit(support) before predict(images)")
-    it = list(batches(self._check_images(images), batch_size))
-    out = [self.score_batch(x) for x in (progress_bar(it, leave=False) if progress and not in_test() else it)]
-    return torch.cat([s for s, _ in out]).cpu().numpy(), torch.cat([a for _, a in out]).cpu().numpy()
-
-@patch
-def state(self:TDG) -> dict:
-    cpu = lambda t: None if t is None else t.cpu()
-    return {"colour": self.colour, "K": self.K, "sizes": self.sizes, "widths": self.widths,
-            "transforms": [tuple(t) for t in self.ts], "D": [D.state_dict() for D in self.Ds],
-            "G": [G.state_dict() for G in self.Gs] if self.config.use_generator else None,
-            "amps": [cpu(a) for a in self.amps], "z_star": cpu(self.z_star), "history": self.history, "timings": self.timings}
-
-@patch
-def set_state(self:TDG, state:dict):
-    self._setup(state["colour"], state["K"])
-    if [tuple(t) for t in self.ts] != [tuple(t) for t in state["transforms"]] or self.sizes != list(state["sizes"]):
-        raise FsadError("tdg: the saved transformations or scales do not match this config")
-    for n in range(len(self.sizes)):
-        G, D = self._nets(n)
-        D.load_state_dict(state["D"][n]); self.Ds.append(D.eval().requires_grad_(False))
-        if G is not None: G.load_state_dict(state["G"][n]); G.eval().requires_grad_(False)
-        self.Gs.append(G)
-    self.amps = [None if a is None else a.to(self.device) for a in state["amps"]]
-    self.z_star = None if state["z_star"] is None else state["z_star"].to(self.device)
-    self.history, self.timings = state["history"], state["timings"]
-
-# %% ../../nbs/13_tdg.ipynb #cae87875
-def grey_to_rgb(images) -> torch.Tensor:
-    "uint8 grey images [N,H,W] -> float [N,3,H,W] in [0,1], the detectors' input."
-    return (torch.as_tensor(images).float() / 255)[:, None].repeat(1, 3, 1, 1)
-
-def fixed_subset(n:int, n_test:int|None=None, seed:int=0) -> np.ndarray:
-    "Sorted indices of a fixed random subset of `n_test` of n test images (all n if n_test is None or >= n)."
-    if n_test is None or n_test >= n: return np.arange(n)
-    return np.sort(np.random.default_rng([seed, n, n_test]).choice(n, n_test, replace=False))
-
-def one_class_rounds(make_detector, train_images, train_labels, test_images, test_labels, normal_class:int,
-                     shots=(1, 5, 10), rounds:int=10, seed:int=0, n_test:int|None=None, batch_size:int=64,
-                     on_round=None, fit_kw:dict|None=None, skip=()) -> list[dict]:
-    "Sec. 4.1: per K and round, fit `make_detector()` on K images of `normal_class`; AUROC on the test set, other classes anomalous."
-    skip = {(int(K), int(r)) for K, r in skip}              # (K, round) pairs already done elsewhere: resume a long run
-    pool = torch.as_tensor(train_labels).eq(normal_class).nonzero().flatten()
-    if len(pool) == 0: raise FsadError(f"no training images of class {normal_class}")
-    keep = fixed_subset(len(test_labels), n_test, seed)
-    x_test = grey_to_rgb(torch.as_tensor(test_images)[keep])
-    y = (torch.as_tensor(test_labels)[keep] != normal_class).long().numpy()           # 1 = anomalous
-    sets, out = support_indices(len(pool), shots, rounds, seed), []
-    for K in shots:
-        for r in range(rounds):
-            if (K, r) in skip: continue
-            set_seed(seed + 1000 * K + r)                  # detectors with seed=None draw from here, as in the protocol
-            sup, det = pool[sets[K][r]], make_detector()
-            t0 = time.perf_counter(); det.fit(grey_to_rgb(torch.as_tensor(train_images)[sup]), **(fit_kw or {}))
-            t1 = time.perf_counter(); scores, _ = det.predict(x_test, batch_size=batch_size); t2 = time.perf_counter()
-            rec = {"normal_class": int(normal_class), "K": int(K), "round": r, "support": sup.tolist(),
-                   "auroc": float(roc_auc_score(y, scores)), "fit_s": t1 - t0, "predict_s": t2 - t1, "n_test": int(len(y))}
-            out.append(rec)
-            if on_round: on_round(rec)
-    return out
-
-def summarise_one_class(records) -> dict:
-    "{class: {K: mean and std of the AUROC over rounds, rounds, mean fit and predict seconds}} of `one_class_rounds` records."
-    by = {}
-    for r in records: by.setdefault(r["normal_class"], {}).setdefault(r["K"], []).append(r)
-    stat = lambda rs, k: float(np.mean([r[k] for r in rs]))
-    return {c: {K: {"mean": stat(rs, "auroc"), "std": float(np.std([r["auroc"] for r in rs])), "rounds": len(rs),
-                    "fit_s": stat(rs, "fit_s"), "predict_s": stat(rs, "predict_s")} for K, rs in Ks.items()}
-            for c, Ks in by.items()}
+    def set_state(self, state:dict):
+        self._setup(state["colour"], state["K"])
+        if [tuple(t) for t in self.task.ts] != [tuple(t) for t in state["transforms"]] or self.sizes != list(state["sizes"]):
+            raise FsadError("tdg: the saved transformations or scales do not match this config")
+        for n in range(len(self.sizes)):
+            G, D = self._nets(n)
+            D.load_state_dict(state["D"][n]); self.Ds.append(D.eval().requires_grad_(False))
+            if G is not None: G.load_state_dict(state["G"][n]); G.eval().requires_grad_(False)
+            self.pyr.Gs.append(G)
+        self.pyr.amps = [None if a is None else a.to(self.device) for a in state["amps"]]
+        self.pyr.z_star = None if state["z_star"] is None else state["z_star"].to(self.device)
+        self.history, self.timings = state["history"], state["timings"]
