@@ -270,7 +270,9 @@ class RegAD(Detector):
     def __init__(self, config=None, device=None):
         super().__init__(config, device)
         c = self.config
-        self.net = RegADNet(self.build_extractor("cpu"), c.transform, c.stn, c.train_size).to(self.device).eval()
+        with torch.random.fork_rng(devices=[]):           # the STNs' and heads' initial weights come from the seed,
+            torch.manual_seed(c.seed)                      # not from whatever the global generator holds at this moment
+            self.net = RegADNet(self.build_extractor("cpu"), c.transform, c.stn, c.train_size).to(self.device).eval()
         self.history, self._cache, self._version = [], None, 0
 
     @torch.inference_mode()
