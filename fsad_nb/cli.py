@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "classes), MVTec-layout categories or plain folders of normal images; the target is left out automatically")
     r.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     r.add_argument("--gallery", action="store_true", help="also write <out>/<category>/gallery.png: images, masks and maps of one round")
+    r.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: one loop here; ray: every round a Ray task (pip install 'fsad_nb[ray]'), one GPU each where there are GPUs")
+    r.add_argument("--address", default=None, help="with --engine ray: the Ray cluster to join (e.g. ray://head:10001); default a local Ray")
+    r.add_argument("--workers", type=int, default=None, help="with --engine ray and no --address: CPUs of the local Ray")
     d = sub.add_parser("demo", help="offline demo: patch-kNN on real elpv solar cells, K=4")
     d.add_argument("--out", default="results/demo"); d.add_argument("--rounds", type=int, default=3)
     d.add_argument("--shots", type=int, default=4); d.add_argument("--device", default="auto")
@@ -98,6 +102,7 @@ def check_run_args(a):
         if getattr(a, name) < 1: raise FsadError(f"--{name.replace('_', '-')} {getattr(a, name)}: must be at least 1")
     if min(a.shots) < 1: raise FsadError(f"--shots {min(a.shots)}: K must be at least 1")
     if a.seed < 0: raise FsadError(f"--seed {a.seed}: must be >= 0")
+    if a.workers is not None and a.workers < 1: raise FsadError(f"--workers {a.workers}: must be at least 1")
     if Path(a.out).exists() and not Path(a.out).is_dir(): raise FsadError(f"--out {a.out}: is a file, not a folder")
     return a.device if a.device == "auto" else get_device(a.device)
 
@@ -148,12 +153,14 @@ def cmd_run(a) -> list:
         if not tty: _round_line(d)
     try: summaries = protocol.run(a.method, root, categories, a.out, shots=tuple(a.shots), rounds=a.rounds, seed=a.seed,
                                   image_size=a.image_size, device=device, batch_size=a.batch_size, meta=resolve_meta(a.meta),
-                                  options=over, progress=tty, on_round=on_round)
+                                  options=over, progress=tty, on_round=on_round, engine=a.engine, address=a.address,
+                                  workers=a.workers)
     except protocol.CategoriesFailed as e:
         if e.summaries: print(protocol.summary_table(e.summaries))
         raise
     for c in categories if a.gallery else []:    # a resumed category has no new round: replay its first one
-        d = shown.get(c) or protocol.replay_round(root, a.out, c, min(a.shots), 0, device=device, batch_size=a.batch_size)
+        d = shown.get(c)
+        if d is None or "maps" not in d: d = protocol.replay_round(root, a.out, c, min(a.shots), 0, device=device, batch_size=a.batch_size)
         print(f"gallery: {write_gallery(d, Path(a.out)/c/'gallery.png')}")
     print(protocol.summary_table(summaries)); print(f"results in {a.out}")
     return summaries
