@@ -12,8 +12,9 @@ from . import __version__
 from .core import FsadError       # light: torch, the data layer and the methods load on first use
 
 # %% auto #0
-__all__ = ['MIN_IMAGE_SIZE', 'parse_overrides', 'build_parser', 'check_run_args', 'resolve_data', 'resolve_meta', 'cmd_run',
-           'write_gallery', 'cmd_data', 'cmd_plot', 'cmd_list', 'cmd_demo', 'main']
+__all__ = ['MIN_IMAGE_SIZE', 'parse_overrides', 'build_parser', 'check_run_args', 'resolve_data', 'data_path', 'resolve_meta',
+           'cmd_run', 'write_gallery', 'cmd_data', 'cmd_fit', 'cmd_predict', 'cmd_export', 'cmd_plot', 'cmd_list',
+           'cmd_demo', 'main']
 
 # %% ../nbs/21_cli.ipynb #58ebcc7b
 def parse_overrides(method:str, pairs, backbone=None) -> dict:
@@ -81,6 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     y = gs.add_parser("synthetic", help="write a small procedural category (for trying the commands out)")
     y.add_argument("--root", required=True, help="destination folder")
     sub.add_parser("list", help="list methods and backbones")
+    f = sub.add_parser("fit", help="fit a detector on K normal images of your part; one model file with its label-free threshold")
+    f.add_argument("--method", default="knn", help="a registered method (see `fsad list`)")
+    f.add_argument("--support", nargs="+", required=True, metavar="PATH",
+                   help="normal images: files, folders of images, or an MVTec-layout category (its train/good)")
+    f.add_argument("--shots", type=int, default=None, help="with an MVTec category: take K images as the protocol's draw")
+    f.add_argument("--round", type=int, default=0, help="with --shots: which of the protocol's fixed draws")
+    f.add_argument("--meta", nargs="+", default=[], metavar="NAME_OR_PATH", help="category-agnostic training data (RegAD)")
+    f.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="config options")
+    f.add_argument("--backbone", default=None); f.add_argument("--image-size", type=int, default=224)
+    f.add_argument("--device", default="auto"); f.add_argument("--out", required=True, help="the model file, e.g. part.fsad")
+    pr = sub.add_parser("predict", help="score new images with a model file (.fsad, .onnx or TorchScript)")
+    pr.add_argument("model", help="a file written by `fsad fit` or `fsad export`")
+    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    pr.add_argument("--out", required=True, help="folder for scores.csv, heatmaps/ and masks/")
+    pr.add_argument("--batch-size", type=int, default=32); pr.add_argument("--device", default="auto")
+    ex = sub.add_parser("export", help="export a model file to ONNX or TorchScript, checked against PyTorch")
+    ex.add_argument("model"); ex.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    ex.add_argument("--out", default=None, help="default: the model file's name with .onnx / .pt")
     q = sub.add_parser("plot", help="a figure of one or more run folders (.png, .svg or .pdf)")
     q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="--out folders of `fsad run`")
     q.add_argument("--out", required=True, help="figure file: FIG.png, FIG.svg or FIG.pdf")
@@ -128,6 +147,13 @@ def resolve_data(a) -> tuple[Path, list[str]]:
     cats = a.category or every
     if not cats: raise FsadError("--category: name the categories under --root to evaluate")
     return root, cats
+
+def data_path(p) -> str:
+    "A path as given, or one inside a dataset of the data home written `NAME/...` (e.g. magnetic_tile/test/crack)."
+    if Path(p).exists(): return str(p)
+    from fsad_nb.datasets import dataset, SOURCES
+    first, *rest = Path(p).parts or ("",)
+    return str(dataset(first).joinpath(*rest)) if first in SOURCES else str(p)
 
 def resolve_meta(entries) -> list[str]:
     "--meta entries as folders: a path stays as it is; a dataset name becomes each of its categories or image folders."
@@ -184,6 +210,25 @@ def cmd_data(a):
         from fsad_nb.data import make_synthetic_category
         print(make_synthetic_category(Path(a.root)))
 
+def cmd_fit(a):
+    "`fsad fit`: one model file (config, fitted state, label-free threshold) from K normal images."
+    from fsad_nb.deploy import fit_model
+    over = parse_overrides(a.method, a.set, a.backbone)
+    out = fit_model(a.method, [data_path(s) for s in a.support], a.out, shots=a.shots, round=a.round, options=over, image_size=a.image_size,
+                    device=a.device, meta=resolve_meta(a.meta) or None, progress=sys.stdout.isatty())
+    print(out)
+
+def cmd_predict(a):
+    "`fsad predict`: scores.csv, heatmaps and masks for new images; unreadable files are reported, not fatal."
+    from fsad_nb.deploy import predict_images
+    res = predict_images(a.model, [data_path(s) for s in a.inputs], a.out, batch_size=a.batch_size, device=a.device, progress=sys.stdout.isatty())
+    print(res.summary())
+
+def cmd_export(a):
+    "`fsad export`: an ONNX or TorchScript file whose scores and maps are checked against PyTorch."
+    from fsad_nb.deploy import export_model
+    print(export_model(a.model, a.format, a.out))
+
 def cmd_plot(a):
     "`fsad plot RUN_DIR... --out FIG`: a figure drawn from the round files of the run folders."
     import matplotlib; matplotlib.use("Agg")
@@ -228,7 +273,7 @@ def main(argv=None):
     "Entry point of the `fsad` console script: one `fsad: error:` line and exit code 2 for bad input, 1 if a category failed."
     a = build_parser().parse_args(argv)
     try:
-        {"run": cmd_run, "demo": cmd_demo, "data": cmd_data, "list": cmd_list, "plot": cmd_plot}[a.cmd](a)
+        {"run": cmd_run, "demo": cmd_demo, "data": cmd_data, "list": cmd_list, "plot": cmd_plot, "fit": cmd_fit, "predict": cmd_predict, "export": cmd_export}[a.cmd](a)
         return 0                         # the console script passes this to sys.exit
     except FsadError as e:
         print(f"fsad: error: {e}", file=sys.stderr); sys.exit(1 if hasattr(e, "failures") else 2)
