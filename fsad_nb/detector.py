@@ -16,7 +16,7 @@ from .backbones import FeatureExtractor
 
 # %% auto #0
 __all__ = ['REGISTRY', 'METHODS', 'register', 'available_methods', 'method_class', 'get_detector', 'Detector', 'smooth_maps',
-           'max_scores', 'batches']
+           'max_scores', 'batches', 'score_maps']
 
 # %% ../nbs/07_detector.ipynb #9ce905e8
 REGISTRY: dict = {}
@@ -145,3 +145,10 @@ def max_scores(maps:torch.Tensor) -> torch.Tensor:
 def batches(x:torch.Tensor, batch_size:int=32):
     "Yield consecutive slices of `x` of at most `batch_size` rows."
     for i in range(0, len(x), batch_size): yield x[i:i + batch_size]
+
+def score_maps(E:torch.Tensor, patch_scores, size, sigma:float, batch_size:int=32, device=None):
+    "Image scores [N] and anomaly maps [N,H,W] (numpy) from features `E`: per batch `patch_scores(e)` -> [n,h,w] "
+    "patch scores, upsampled to `size` and smoothed; image score = the map's maximum. The one predict tail of the methods."
+    maps = [smooth_maps(patch_scores(e.to(device) if device is not None else e), size, sigma).cpu() for e in batches(E, batch_size)]
+    maps = torch.cat(maps)
+    return max_scores(maps).numpy(), maps.numpy()

@@ -10,7 +10,7 @@ import dataclasses
 import torch
 from fastprogress.fastprogress import progress_bar
 from ..core import FsadError, Config, autocast, require
-from ..detector import Detector, register, smooth_maps, max_scores, batches
+from ..detector import Detector, register, score_maps, batches
 from ..backbones import patch_features
 
 # %% auto #0
@@ -78,13 +78,8 @@ class PatchKNN(Detector):
         images = self._check_images(images)
         E = self._cached(images, lambda: self.embed(images, batch_size, progress))
         N, C, h, w = E.shape
-        maps = []
-        for e in batches(E, batch_size):
-            q = e.to(self.device).permute(0, 2, 3, 1).reshape(-1, C)
-            s = nn_distance(q, self.bank, self.config.k).reshape(len(e), h, w)  # s(p) = min_m ||f(p) - m||
-            maps.append(smooth_maps(s, images.shape[-2:], self.config.sigma).cpu())
-        maps = torch.cat(maps)
-        return max_scores(maps).numpy(), maps.numpy()
+        s = lambda e: nn_distance(e.permute(0, 2, 3, 1).reshape(-1, C), self.bank, self.config.k).reshape(len(e), h, w)  # min_m ||f(p) - m||
+        return score_maps(E, s, images.shape[-2:], self.config.sigma, batch_size, self.device)
 
     def state(self): return {"bank": self.bank.cpu(), **self.extractor_state()}
 

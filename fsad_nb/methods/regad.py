@@ -15,7 +15,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from fastprogress.fastprogress import master_bar, progress_bar
 from ..core import FsadError, Config, autocast, atomic_path, require
-from ..detector import Detector, register, smooth_maps, max_scores, batches
+from ..detector import Detector, register, score_maps, batches
 from ..backbones import FeatureExtractor, embed
 from ..data import normal_image_paths, load_images
 
@@ -323,12 +323,8 @@ class RegAD(Detector):
         if not self.fitted: raise FsadError("regad: call fit(support) before predict(images)")
         images = self._check_images(images)
         E = self._cached(images, lambda: self.embed(images, batch_size, progress), extra=self._version)  # network changes too
-        maps = []
-        for e in batches(E, batch_size):
-            s = mahalanobis(e.to(self.device), self.mu, self.prec, self.config.chunk).view(len(e), *self._grid)
-            maps.append(smooth_maps(s, images.shape[-2:], self.config.sigma).cpu())
-        maps = torch.cat(maps)
-        return max_scores(maps).numpy(), maps.numpy()
+        s = lambda e: mahalanobis(e, self.mu, self.prec, self.config.chunk).view(len(e), *self._grid)      # Eq. 5
+        return score_maps(E, s, images.shape[-2:], self.config.sigma, batch_size, self.device)
 
     def state(self):
         return dict(net=self.net.state_dict(), mu=self.mu.cpu(), prec=self.prec.cpu(), grid=self._grid, history=self.history)
