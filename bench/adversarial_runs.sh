@@ -1,0 +1,24 @@
+#!/bin/bash
+# The runs behind the README's UniAD / adversarial rows (10 rounds, K = 2, 4, 8; the same support draws for every
+# method, because the rounds come from the protocol's fixed seed). CPU budget: see bench/adversarial_tables.py.
+#   bash bench/adversarial_runs.sh [knn|regad|regad_adv|uniad|uniad_adv|uniad_ft|uniad_adv_ft ...]
+# Each `fsad run` resumes: rerunning skips finished rounds. Then: python bench/adversarial_tables.py
+set -e
+REGAD="epochs=10 iters_per_epoch=20 train_batch=8 lr=0.001"                 # 200 registration steps (paper: 50 x 113 x 32 pairs)
+UNIAD="epochs=6 batch=8"                                                  # 6 epochs (paper: 1000)
+run() {  # run NAME METHOD SETTINGS...
+  local name=$1 method=$2; shift 2
+  fsad run --method $method --dataset magnetic_tile --shots 2 4 8 --rounds 10 --meta dtd10 elpv --set "$@" --out results/lee/$name
+  fsad run --method $method --dataset elpv --shots 2 4 8 --rounds 10 --meta dtd10 magnetic_tile --set "$@" --out results/lee/${name}_elpv
+}
+for what in "${@:-knn regad regad_adv uniad uniad_adv}"; do for w in $what; do case $w in
+  knn)          fsad run --method knn --dataset magnetic_tile --shots 2 4 8 --rounds 10 --out results/lee/knn
+                fsad run --method knn --dataset elpv --shots 2 4 8 --rounds 10 --out results/lee/knn_elpv ;;
+  regad)        run regad regad $REGAD ;;
+  regad_adv)    run regad_adv regad $REGAD adversarial=True ;;
+  uniad)        run uniad uniad $UNIAD ;;
+  uniad_adv)    run uniad_adv uniad $UNIAD adversarial=True ;;
+  uniad_ft)     run uniad_ft uniad $UNIAD finetune_steps=20 ;;
+  uniad_adv_ft) run uniad_adv_ft uniad $UNIAD adversarial=True finetune_steps=20 ;;
+  *) echo "unknown run $w"; exit 2 ;;
+esac; done; done
