@@ -5,7 +5,7 @@
 # Each `fsad run` resumes: rerunning skips finished rounds. Then: python bench/adversarial_tables.py
 set -e
 REGAD="epochs=10 iters_per_epoch=20 train_batch=8 lr=0.001"                 # 200 registration steps (paper: 50 x 113 x 32 pairs)
-UNIAD="epochs=6 batch=8"                                                  # 6 epochs (paper: 1000)
+UNIAD="epochs=1 iters_per_epoch=300 batch=8"                            # 300 steps of 8 images (paper: 1000 epochs)
 run() {  # run NAME METHOD SETTINGS...
   local name=$1 method=$2; shift 2
   fsad run --method $method --dataset magnetic_tile --shots 2 4 8 --rounds 10 --meta dtd10 elpv --set "$@" --out results/lee/$name
