@@ -24,10 +24,16 @@ run() {  # name, limit in seconds, command...
   echo "$name: exit $rc in $(( $(date +%s) - t0 )) s"
 }
 # inference at batch 32 against the bare backbone (target: >= 50 % of the backbone)
-for m in knn regad dfd simplenet; do
+for m in knn regad dfd simplenet uniad; do
   run "throughput_$m" 120 python bench/throughput.py --method $m --device cuda --batch-size 32 --image-size 224 --out "$OUT/throughput_$m.json"
 done
 run throughput_tdg 120 python bench/throughput.py --method tdg --device cuda --batch-size 32 --out "$OUT/throughput_tdg.json"
+# UniAD + adversarial: meta-training seconds per step and per MVTec AD epoch (the paper trains 1000 epochs)
+run throughput_uniad_adv 120 python bench/throughput.py --method uniad --device cuda --set adversarial=True --train-steps 20 --out "$OUT/throughput_uniad_adv.json"
+# UniAD at a GPU budget on magnetic_tile (leave-one-out meta-training on dtd10; 20 epochs; 3 rounds of K = 2, 4, 8)
+for v in "" "adversarial=True"; do
+  run "uniad_gpu${v:+_adv}" 240 fsad run --method uniad --dataset magnetic_tile --shots 2 4 8 --rounds 3 --meta dtd10 --device cuda --set epochs=20 $v --out "$OUT/uniad_gpu${v:+_adv}"
+done
 # RegAD adaptation at K = 8 with the 22 augmentations (paper: 4.47 s on an RTX 3090; target < 0.5 s)
 run regad_adapt 120 python bench/regad_adapt.py --device cuda --shots 8 --out "$OUT/regad_adapt.json"
 # DFD and SimpleNet fits at the paper's budget, K = 2 (N = 80, 80 epochs; target < 60 s)

@@ -5,6 +5,7 @@
     python bench/throughput.py --method regad --device cpu --batch-size 32 --image-size 224
     python bench/throughput.py --method dfd --device cuda --batch-size 32 --image-size 224 --shots 2
     python bench/throughput.py --method dfd --device cpu --shots 2 --set n_augment=2 epochs=1   # a quick fit on a CPU
+    python bench/throughput.py --method uniad --device cpu --batch-size 32 --image-size 224      # + meta-training s/epoch
 
 Prints one JSON object and writes it to bench/results/throughput_<method>_<device>.json. The detector is fitted on
 K=--shots random images first; every timed call gets a fresh tensor, so no cache can help the detector.
@@ -20,6 +21,7 @@ from fsad_nb.backbones import FeatureExtractor
 import fsad_nb.methods.knn  # noqa: F401  (registers knn)
 import fsad_nb.methods.regad  # noqa: F401  (registers regad)
 import fsad_nb.methods.dfd  # noqa: F401  (registers dfd, simplenet)
+import fsad_nb.methods.uniad  # noqa: F401  (registers uniad)
 from fsad_nb.cli import parse_overrides
 
 
@@ -40,6 +42,24 @@ def images_per_second(fn, make_batch, n_batches, device, warmup=2):
     return n / t
 
 
+MVTEC_TRAIN_IMAGES = 3629     # MVTec AD's normal training images: one UniAD epoch over all 15 categories
+
+
+def uniad_training(det, dev, steps:int) -> dict:
+    "Seconds per meta-training step (batch `config.batch`, jitter, adversary if configured), and per MVTec AD epoch."
+    from fsad_nb.methods.uniad import train_epoch, _optimiser
+    from fsad_nb.methods.adversarial import build_adversary
+    c = det.config
+    X = torch.randn(4 * c.batch, det.grid ** 2, sum(det.extractor.channels))   # tokens: the backbone runs once, before training
+    opt = _optimiser(det.net, c.lr, c); adv = build_adversary(c, c.hidden, opt, 0, dev)
+    g = torch.Generator().manual_seed(0)
+    train_epoch(det.net, X, opt, c, 2, g, dev, adv); _sync(dev)              # warm-up
+    t0 = time.perf_counter(); train_epoch(det.net, X, opt, c, steps, g, dev, adv); _sync(dev)
+    per_step = (time.perf_counter() - t0) / steps
+    return {"train_s_per_step": round(per_step, 4), "train_batch": c.batch, "adversarial": c.adversarial,
+            "train_s_per_mvtec_epoch": round(per_step * MVTEC_TRAIN_IMAGES / c.batch, 1)}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--method", default="knn")
@@ -51,6 +71,7 @@ def main(argv=None):
     p.add_argument("--n-batches", type=int, default=5)
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                    help="config overrides of the method, as in `fsad run` (e.g. a short fit: n_augment=2 epochs=1)")
+    p.add_argument("--train-steps", type=int, default=5, help="UniAD: timed meta-training steps")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     over = parse_overrides(a.method, a.set, a.backbone)
@@ -72,6 +93,7 @@ def main(argv=None):
            "threads": torch.get_num_threads(), "batch_size": B, "image_size": S, "shots": a.shots, "overrides": over,
            "backbone_img_per_s": round(bb, 2), "detector_img_per_s": round(dt, 2), "ratio": round(dt / bb, 3),
            "torch": torch.__version__}
+    if a.method == "uniad": res.update(uniad_training(det, dev, a.train_steps))
     print(json.dumps(res, indent=2))
     out = Path(a.out or Path(__file__).parent/"results"/f"throughput_{a.method}_{dev.type}.json")
     save_json(out, res)

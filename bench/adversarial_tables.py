@@ -1,0 +1,70 @@
+"""Tables of the UniAD / adversarial-alignment runs: UniAD, UniAD + adversarial, RegAD + adversarial beside RegAD and
+patch-kNN on the same support rounds, and the paired difference the adversarial loss makes (± its standard error).
+
+    bash bench/adversarial_runs.sh          # the runs (see the README for each command)
+    python bench/adversarial_tables.py      # reads results/lee/, writes bench/results/lee_tables.md and .json
+
+CPU budget (two cores): RegAD 200 registration steps of 8 pairs at lr 1e-3 (paper: 50 epochs of 32 pairs at 1e-4);
+UniAD 300 steps of 8 images at the authors' lr 1e-4 (paper: 1000 epochs). The `_ft` runs fine-tune UniAD for 20
+steps on the K support images in `fit` (our reading of the protocol).
+"""
+import argparse, sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT/"bench"))
+from fsad_nb.core import save_json, atomic_path                           # noqa: E402
+from fsad_nb.protocol import METRICS                                      # noqa: E402
+import dfd_tables as T                                                    # noqa: E402
+
+T.NAMES.update({"uniad": "UniAD", "uniad_adv": "UniAD + adv", "regad_adv": "RegAD + adv",
+                "uniad_ft": "UniAD, fine-tuned", "uniad_adv_ft": "UniAD + adv, fine-tuned"})
+RUNS = ["knn", "regad", "regad_adv", "uniad", "uniad_adv", "uniad_ft", "uniad_adv_ft"]
+PAIRS = [("regad_adv", "regad"), ("uniad_adv", "uniad"), ("uniad_adv_ft", "uniad_ft"), ("uniad_ft", "uniad")]
+CATEGORIES = {"magnetic_tile": "", "elpv_mono": "_elpv", "elpv_poly": "_elpv"}
+SHOTS = (2, 4, 8)
+
+
+def paired_table(res, category, suffix, has_masks) -> tuple[str, dict]:
+    "Mean paired difference (with minus without) per K over the rounds both runs have, ± its standard error."
+    cols = METRICS if has_masks else METRICS[:1]
+    lines = ["| difference | K | " + " | ".join(f"Δ {c.replace('_', ' ').replace('auroc', 'AUROC').replace('aupro', 'AUPRO')}"
+                                                for c in cols) + " | rounds |", "|" + "---|" * (len(cols) + 3)]
+    data = {}
+    for a, b in PAIRS:
+        for K in SHOTS:
+            ra, rb = (T.rounds_of(res/f"{n}{suffix}", category, K) for n in (a, b))
+            common = sorted(set(ra) & set(rb))
+            if not common: continue
+            d = {m: (np.array([ra[r][m] for r in common], float) - np.array([rb[r][m] for r in common], float)).tolist() for m in cols}
+            data[f"{a}-{b}/k{K}"] = {**d, "rounds": common}
+            lines.append(f"| {T.NAMES[a]} − {T.NAMES[b]} | {K} | " + " | ".join(T.fmt_delta(d[m]) for m in cols) + f" | {len(common)} |")
+    return "\n".join(lines) + "\n", data
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", default=str(ROOT/"results"/"lee"))
+    p.add_argument("--out", default=str(ROOT/"bench"/"results"))
+    a = p.parse_args(argv)
+    res, out = Path(a.results), Path(a.out)
+    md, js, paired = ["# UniAD and the adversarial alignment beside RegAD and patch-kNN (EfficientNet-Lite0, 224 px, CPU budget)\n",
+                      __doc__.split("\n\n")[2].strip() + "\n"], {}, {}
+    for cat, suffix in CATEGORIES.items():
+        masks = cat == "magnetic_tile"
+        t, d = T.method_table(res, cat, SHOTS, [(n, f"{n}{suffix}") for n in RUNS], masks)
+        md += [f"## {cat}\n", t]; js[cat] = d
+        t, d = paired_table(res, cat, suffix, masks)
+        md += [f"Paired differences on {cat} (same rounds; ± standard error over rounds):\n", t]; paired[cat] = d
+    text = "\n".join(md)
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out/"lee_tables.md") as tmp: Path(tmp).write_text(text)
+    save_json(out/"lee_tables.json", js)
+    save_json(out/"lee_paired.json", paired)
+
+
+if __name__ == "__main__":
+    main()
