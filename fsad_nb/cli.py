@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     r.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="other config options")
     r.add_argument("--meta", nargs="+", default=[], metavar="NAME_OR_PATH",
-                   help="category-agnostic training data (RegAD): datasets by name (each of their categories or texture "
+                   help="category-agnostic training data (RegAD, UniAD): datasets by name (each of their categories or texture "
                         "classes), MVTec-layout categories or plain folders of normal images; the target is left out automatically")
     r.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     r.add_argument("--gallery", action="store_true", help="also write <out>/<category>/gallery.png: images, masks and maps of one round")
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="normal images: files, folders of images, or an MVTec-layout category (its train/good)")
     f.add_argument("--shots", type=int, default=None, help="with an MVTec category: take K images as the protocol's draw")
     f.add_argument("--round", type=int, default=0, help="with --shots: which of the protocol's fixed draws")
-    f.add_argument("--meta", nargs="+", default=[], metavar="NAME_OR_PATH", help="category-agnostic training data (RegAD)")
+    f.add_argument("--meta", nargs="+", default=[], metavar="NAME_OR_PATH", help="category-agnostic training data (RegAD, UniAD)")
     f.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="config options")
     f.add_argument("--backbone", default=None); f.add_argument("--image-size", type=int, default=224)
     f.add_argument("--device", default="auto"); f.add_argument("--out", required=True, help="the model file, e.g. part.fsad")

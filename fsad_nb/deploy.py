@@ -25,12 +25,13 @@ from .backbones import patch_features
 from .methods.knn import nn_distance
 from .methods.regad import registered_embedding, mahalanobis
 from .methods.dfd import band_tokens, fuse
+from .methods.uniad import as_tokens, resize_to
 
 # %% auto #0
 __all__ = ['THRESHOLD_RULES', 'MODEL_FORMAT', 'MIN_IMAGE_SIZE', 'LOADERS', 'NO_CHUNK', 'GRAPHS', 'NOT_EXPORTABLE', 'OPSET',
            'MAX_BATCH', 'EXPORT_FORMATS', 'support_paths', 'holdout_scores', 'holdout_threshold', 'fit_with_threshold',
            'fit_model', 'Model', 'load_model', 'input_files', 'overlay_figure', 'Result', 'predict_images', 'KNNGraph',
-           'RegADGraph', 'DFDGraph', 'graph_module', 'inverse_3x3', 'traceable', 'PerImage', 'export_gap',
+           'RegADGraph', 'UniADGraph', 'DFDGraph', 'graph_module', 'inverse_3x3', 'traceable', 'PerImage', 'export_gap',
            'export_model', 'decision_quality', 'oracle_threshold', 'threshold_study', 'study_table']
 
 # %% ../nbs/23_deploy.ipynb #434d1395
@@ -336,6 +337,17 @@ class RegADGraph(nn.Module):
         maps = smooth_maps(s, x.shape[-2:], self.c.sigma)
         return max_scores(maps), maps
 
+class UniADGraph(nn.Module):
+    "UniAD's predict as one graph: every-stage tokens, masked transformer reconstruction, L2 error per token, upsampling, pooled max."
+    def __init__(self, det):
+        super().__init__()
+        self.extractor, self.net, self.c = det.extractor, det.net, det.config
+    def forward(self, x):
+        T = as_tokens(self.extractor(resize_to(x, self.c.image_size)), self.net.grid)
+        s = (self.net(T)["rec"].float() - T).norm(dim=-1).reshape(x.shape[0], self.net.grid, self.net.grid)
+        maps = smooth_maps(s, x.shape[-2:], self.c.sigma)
+        return max_scores(maps, self.c.pool), maps
+
 class DFDGraph(nn.Module):
     "DFD's (and SimpleNet's) predict as one graph: band tokens, adaptor, discriminators (Eq. 15), min-max fusion (Eq. 16-17), smoothing, max."
     def __init__(self, det):
@@ -350,7 +362,7 @@ class DFDGraph(nn.Module):
         return max_scores(maps), maps
 
 # %% ../nbs/23_deploy.ipynb #aaf604a6
-GRAPHS = {"knn": KNNGraph, "regad": RegADGraph, "dfd": DFDGraph, "simplenet": DFDGraph}
+GRAPHS = {"knn": KNNGraph, "regad": RegADGraph, "dfd": DFDGraph, "simplenet": DFDGraph, "uniad": UniADGraph}
 NOT_EXPORTABLE = {"tdg": "its score runs each scale's discriminator over 42-54 transformed copies of the images in "
                          "Python loops whose chunking and class targets depend on the batch size (TDG.votes), so a "
                          "graph would only hold for one batch size; score with the model file instead"}

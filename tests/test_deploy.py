@@ -153,10 +153,11 @@ def _gap(a, b) -> float:
     return float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max())
 
 
-@pytest.mark.parametrize("method", ["knn", "regad", "simplenet", "dfd"])
+@pytest.mark.parametrize("method", ["knn", "regad", "simplenet", "dfd", "uniad"])
 def test_exported_graphs_match_pytorch_on_real_tiles(method, tiles, tmp_path):
     mt, paths = tiles
-    opts = {"n_augment": 2, "epochs": 1} if method in ("dfd", "simplenet") else {}
+    opts = {"dfd": {"n_augment": 2, "epochs": 1}, "simplenet": {"n_augment": 2, "epochs": 1},
+            "uniad": {"image_size": SIZE, "neighbour": 3}}.get(method, {})    # UniAD: a 4x4 token grid at 64 px
     f = fit_model(method, mt, tmp_path/"m.fsad", shots=2, options=opts, image_size=SIZE,
                   threshold="holdout" if method == "knn" else 1.0, progress=False)
     m = load_model(f)

@@ -18,8 +18,8 @@ from ..detector import Detector, register, score_maps, batches, meta_images, sav
 from .adversarial import AdversarialOptions, build_adversary, train_step, Adversary
 
 # %% auto #0
-__all__ = ['UNIAD_STRIDES', 'UniADConfig', 'tokens', 'neighbour_mask', 'Attention', 'PositionEmbedding', 'EncoderLayer',
-           'DecoderLayer', 'UniADNet', 'feature_jitter', 'uniad_loss', 'seeded', 'train_epoch', 'UniAD']
+__all__ = ['UNIAD_STRIDES', 'UniADConfig', 'resize_to', 'as_tokens', 'tokens', 'neighbour_mask', 'Attention', 'PositionEmbedding',
+           'EncoderLayer', 'DecoderLayer', 'UniADNet', 'feature_jitter', 'uniad_loss', 'seeded', 'train_epoch', 'UniAD']
 
 # %% ../../nbs/14_uniad.ipynb #0ce60d9d
 @dataclasses.dataclass
@@ -62,15 +62,21 @@ class UniADConfig(AdversarialOptions):
         require(self.iters_per_epoch is None or self.iters_per_epoch >= 1, "iters_per_epoch", self.iters_per_epoch, "must be >= 1 or None")
         for k in ("lr", "finetune_lr"): require(getattr(self, k) > 0, k, getattr(self, k), "must be > 0")
 
-# %% ../../nbs/14_uniad.ipynb #8eadc3ed
+# %% ../../nbs/14_uniad.ipynb #0b4238b0
 UNIAD_STRIDES = (2, 4, 8, 16)
 
-def tokens(extractor:FeatureExtractor, images:torch.Tensor, size:int, batch_size:int=32, progress:bool=False) -> torch.Tensor:
-    "Images [N,3,H,W] -> tokens [N,L,C]: resized to `size`, every stage resized to the stride-16 grid and concatenated."
-    if images.shape[-2:] != (size, size): images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
-    grid = math.ceil(size / UNIAD_STRIDES[-1])
-    fs = extractor.extract(images, batch_size, progress)
+def resize_to(images:torch.Tensor, size:int) -> torch.Tensor:
+    "Images resized to `size` x `size` (bilinear, antialiased) unless they already are."
+    if tuple(images.shape[-2:]) == (size, size): return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
+
+def as_tokens(fs:list, grid:int) -> torch.Tensor:
+    "Stage maps [f1..f4] -> tokens [N, grid*grid, sum C]: each map resized to the grid (bilinear), channels concatenated."
     return embed(fs, size=grid).flatten(2).transpose(1, 2).contiguous()
+
+def tokens(extractor:FeatureExtractor, images:torch.Tensor, size:int, batch_size:int=32, progress:bool=False) -> torch.Tensor:
+    "Images [N,3,H,W] -> tokens [N,L,C] (CPU, float32): resized to `size`, every stage at the stride-16 grid."
+    return as_tokens(extractor.extract(resize_to(images, size), batch_size, progress), math.ceil(size / UNIAD_STRIDES[-1]))
 
 # %% ../../nbs/14_uniad.ipynb #8e265a73
 def neighbour_mask(h:int, w:int, k:int=7, device=None) -> torch.Tensor:
