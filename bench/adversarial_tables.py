@@ -15,7 +15,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT/"bench"))
-from fsad_nb.core import save_json, atomic_path                           # noqa: E402
 from fsad_nb.protocol import METRICS                                      # noqa: E402
 import dfd_tables as T                                                    # noqa: E402
 
@@ -58,12 +57,7 @@ def main(argv=None):
         md += [f"## {cat}\n", t]; js[cat] = d
         t, d = paired_table(res, cat, suffix, masks)
         md += [f"Paired differences on {cat} (same rounds; ± standard error over rounds):\n", t]; paired[cat] = d
-    text = "\n".join(md)
-    print(text)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out/"lee_tables.md") as tmp: Path(tmp).write_text(text)
-    save_json(out/"lee_tables.json", js)
-    save_json(out/"lee_paired.json", paired)
+    T.write_tables(out, "lee_tables", "\n".join(md), lee_tables=js, lee_paired=paired)
 
 
 if __name__ == "__main__":

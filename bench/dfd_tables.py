@@ -91,6 +91,14 @@ def ablation_table(res, category, K=2) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", data
 
 
+def write_tables(out, stem:str, text:str, **tables):
+    "Print the markdown `text`, write it to <out>/<stem>.md and each table to <out>/<name>.json (atomically)."
+    print(text)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with atomic_path(Path(out)/f"{stem}.md") as tmp: Path(tmp).write_text(text)
+    for name, js in tables.items(): save_json(Path(out)/f"{name}.json", js)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", default=str(ROOT/"results"))
@@ -110,11 +118,7 @@ def main(argv=None):
         t, d = method_table(res, cat, (1, 2, 4), [("dfd", "dfd_lite0_elpv"), ("simplenet", "simplenet_lite0_elpv"),
                                              ("knn", "knn_lite0_elpv"), ("regad", "regad_lite0_elpv")], False)
         md += [f"## {cat}\n", t]; js[cat] = d
-    text = "\n".join(md)
-    print(text)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out/"dfd_tables.md") as tmp: Path(tmp).write_text(text)
-    save_json(out/"dfd_tables.json", js)
+    write_tables(out, "dfd_tables", "\n".join(md), dfd_tables=js)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ paired_magnetic_tile_k4.png        each support round's image AUROC at K = 4, jo
 ablation_dfd_magnetic_tile_k2.png  DFD's K = 2 ablations as paired differences to the full model, with the paper's
                                    differences on MVTec AD (Bai et al. 2024, Tables 4-6) beside them
 tdg_fashion_mnist.png              TDG one-class AUROC against K per Fashion-MNIST class (bench/results/tdg_tables.json)
+lee_magnetic_tile.png, lee_elpv.png  UniAD, UniAD + adv, RegAD, RegAD + adv and patch-kNN against K on the same rounds
+                                   (bench/results/lee_tables.json, written by bench/adversarial_tables.py)
 
 magnetic_tile and elpv are not datasets the papers report: the figures say so instead of drawing the papers'
 MVTec AD numbers beside ours (the ablation figure shows the paper's differences as directions to compare).
@@ -30,6 +32,8 @@ FIGURES = {
     "paired_magnetic_tile_k4.png": lambda df: plot_paired_rounds(df, "magnetic_tile", 4, "image_auroc"),
     "ablation_dfd_magnetic_tile_k2.png": lambda df: plot_ablation(df, "magnetic_tile", K=2),
 }
+
+LEE_FIGURES = {"lee_magnetic_tile.png": "magnetic_tile", "lee_elpv.png": ["elpv_mono", "elpv_poly"]}
 
 
 def tdg_fashion_mnist(path):
@@ -65,6 +69,11 @@ def main(argv=None) -> list[Path]:
         print(written[-1])
     fig = tdg_fashion_mnist(Path(a.table).parent/"tdg_tables.json")
     written.append(save_figure(fig, Path(a.out)/"tdg_fashion_mnist.png", dpi=a.dpi)); plt.close(fig); print(written[-1])
+    LEE_METHODS = ["knn", "regad", "regad_adv", "uniad", "uniad_adv", "uniad_ft"]
+    lee = rounds_from_table(Path(a.table).parent/"lee_tables.json")
+    for name, cats in LEE_FIGURES.items():
+        fig = plot_metric_vs_k(lee, cats, metrics=["image_auroc"], methods=[m for m in LEE_METHODS if m in set(lee.method)])
+        written.append(save_figure(fig, Path(a.out)/name, dpi=a.dpi)); plt.close(fig); print(written[-1])
     return written
 
 

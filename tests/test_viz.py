@@ -175,5 +175,5 @@ def test_bench_script_writes_the_figures(tmp_path):
     spec = importlib.util.spec_from_file_location("plot_results", ROOT/"bench"/"plot_results.py")
     mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
     written = mod.main(["--out", str(tmp_path), "--dpi", "50"])
-    assert sorted(p.name for p in written) == sorted([*mod.FIGURES, "tdg_fashion_mnist.png"])
+    assert sorted(p.name for p in written) == sorted([*mod.FIGURES, "tdg_fashion_mnist.png", *mod.LEE_FIGURES])
     assert all(Image.open(p).format == "PNG" for p in written)
