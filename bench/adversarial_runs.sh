@@ -1,7 +1,7 @@
 #!/bin/bash
 # The runs behind the README's UniAD / adversarial rows (10 rounds, K = 2, 4, 8; the same support draws for every
 # method, because the rounds come from the protocol's fixed seed). CPU budget: see bench/adversarial_tables.py.
-#   bash bench/adversarial_runs.sh [knn|regad|regad_adv|uniad|uniad_adv|uniad_ft|uniad_adv_ft ...]
+#   bash bench/adversarial_runs.sh [knn|regad|regad_adv|uniad|uniad_adv|uniad_ft|uniad_adv_ft|seed1 ...]
 # Each `fsad run` resumes: rerunning skips finished rounds. Then: python bench/adversarial_tables.py
 set -e
 REGAD="epochs=10 iters_per_epoch=20 train_batch=8 lr=0.001"                 # 200 registration steps (paper: 50 x 113 x 32 pairs)
@@ -20,5 +20,10 @@ for what in "${@:-knn regad regad_adv uniad uniad_adv}"; do for w in $what; do c
   uniad_adv)    run uniad_adv uniad $UNIAD adversarial=True ;;
   uniad_ft)     run uniad_ft uniad $UNIAD finetune_steps=20 ;;
   uniad_adv_ft) run uniad_adv_ft uniad $UNIAD adversarial=True finetune_steps=20 ;;
+  seed1)        # a second training seed on magnetic_tile, K = 2 (UniAD without fine-tuning: one round says it all)
+                for v in "" adversarial=True; do
+                  fsad run --method regad --dataset magnetic_tile --shots 2 --rounds 10 --meta dtd10 elpv --set $REGAD seed=1 $v --out results/lee/seed1/regad${v:+_adv}
+                  fsad run --method uniad --dataset magnetic_tile --shots 2 --rounds 1 --meta dtd10 elpv --set $UNIAD seed=1 $v --out results/lee/seed1/uniad${v:+_adv}
+                done ;;
   *) echo "unknown run $w"; exit 2 ;;
 esac; done; done
