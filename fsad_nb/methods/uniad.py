@@ -180,11 +180,12 @@ def feature_jitter(f:torch.Tensor, scale:float=20.0, p:float=1.0, generator=None
     keep = (torch.rand(B, 1, 1, generator=generator) < p).to(f.device)
     return f + noise * keep
 
-# %% ../../nbs/14_uniad.ipynb #5709c4ea
+# %% ../../nbs/14_uniad.ipynb #e069737c
 def uniad_loss(net:UniADNet, f:torch.Tensor, c:UniADConfig, g:torch.Generator):
     "MSE between the reconstruction of jittered tokens and the clean tokens; returns (loss, (f0, f1)) for `train_step`."
     out = net(feature_jitter(f, c.jitter_scale, c.jitter_p, g))
-    return F.mse_loss(out["rec"], f), (net.as_map(out["memory"]), net.as_map(out["decoded"]))
+    pair = (net.as_map(out["memory"]).float(), net.as_map(out["decoded"]).float())   # float32 for D, also under autocast
+    return F.mse_loss(out["rec"].float(), f), pair
 
 @contextlib.contextmanager
 def seeded(g:torch.Generator, device):
