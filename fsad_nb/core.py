@@ -12,8 +12,8 @@ import numpy as np
 if typing.TYPE_CHECKING: import torch       # annotations only: torch itself loads on first use
 
 # %% auto #0
-__all__ = ['FsadError', 'set_seed', 'get_device', 'autocast', 'atomic_path', 'atomic_write_text', 'save_json', 'load_json',
-           'Config', 'require', 'in_test']
+__all__ = ['FsadError', 'set_seed', 'seeded', 'get_device', 'autocast', 'atomic_path', 'atomic_write_text', 'save_json',
+           'load_json', 'Config', 'require', 'in_test']
 
 # %% ../nbs/00_core.ipynb #40c45310
 class FsadError(Exception):
@@ -27,6 +27,17 @@ def set_seed(seed:int=0, deterministic:bool=False) -> torch.Generator:
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
     if deterministic: torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     return torch.Generator().manual_seed(seed)
+
+# %% ../nbs/00_core.ipynb #89e2387b
+@contextlib.contextmanager
+def seeded(seed:int|None, device=None):
+    "Inside the block torch's generators (the CPU's, and `device`'s if it is CUDA) start from `seed` (None: as they are); "
+    "after it they are as before."
+    import torch
+    device = torch.device(device) if device is not None else None
+    with torch.random.fork_rng(devices=[device] if device is not None and device.type == "cuda" else []):
+        if seed is not None: torch.manual_seed(seed)
+        yield
 
 # %% ../nbs/00_core.ipynb #c73a6f77
 def get_device(device=None) -> torch.device:

@@ -6,11 +6,11 @@ Docs: https://fsad-nb.github.io/fsad_nb/adversarial.html.md"""
 
 # %% ../../nbs/15_adversarial.ipynb #386f3e87
 from __future__ import annotations
-import copy, dataclasses, inspect
+import dataclasses, inspect
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import Config, require
+from ..core import Config, require, seeded
 
 # %% auto #0
 __all__ = ['Discriminator', 'discriminator_loss', 'alignment_loss', 'AdversarialOptions', 'Adversary', 'build_adversary',
@@ -87,8 +87,7 @@ class Adversary:
 def build_adversary(config:AdversarialOptions, channels:int, opt_M, seed:int, device=None) -> Adversary|None:
     "The adversary a config asks for (None when `adversarial` is off); D's initial weights come from `seed` alone."
     if not config.adversarial: return None
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         D = Discriminator(channels, config.adv_width, config.adv_depth)
     return Adversary(D.to(device), opt_M, config.adv_weight)
 

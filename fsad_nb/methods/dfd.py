@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastprogress.fastprogress import progress_bar
-from ..core import FsadError, Config, autocast
+from ..core import FsadError, Config, autocast, seeded
 from ..detector import Detector, register, smooth_maps, max_scores, batches
 from ..backbones import patch_features
 from ..frequency import frequency_split
@@ -303,8 +303,7 @@ class DFDNets(nn.Module):
 
 def build_nets(dim:int, grid, config, seed:int|None=None, device=None) -> DFDNets:
     "Fresh networks for a token grid (h, w) on `device`, initialised from `seed` if given (torch's global generator untouched)."
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None: torch.manual_seed(seed)
+    with seeded(seed):
         return DFDNets(dim, grid, config).to(device)
 
 # %% ../../nbs/12_dfd.ipynb #bb1f60d0

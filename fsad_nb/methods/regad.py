@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from fastprogress.fastprogress import master_bar, progress_bar
-from ..core import FsadError, Config, autocast, atomic_path, require
+from ..core import FsadError, autocast, require, seeded
 from ..detector import Detector, register, score_maps, batches, meta_images, save_checkpoint, load_checkpoint
 from .adversarial import AdversarialOptions, build_adversary, train_step
 from ..backbones import FeatureExtractor, embed
@@ -250,8 +250,7 @@ class RegAD(Detector):
     def __init__(self, config=None, device=None):
         super().__init__(config, device)
         c = self.config
-        with torch.random.fork_rng(devices=[]):           # the STNs' and heads' initial weights come from the seed,
-            torch.manual_seed(c.seed)                      # not from whatever the global generator holds at this moment
+        with seeded(c.seed):                              # the STNs' and heads' initial weights come from the seed,
             self.net = RegADNet(self.build_extractor("cpu"), c.transform, c.stn, c.train_size).to(self.device).eval()
         self.history, self._cache, self._version = [], None, 0
 

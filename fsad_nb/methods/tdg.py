@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastprogress.fastprogress import progress_bar
-from ..core import FsadError, Config, autocast
+from ..core import FsadError, Config, autocast, seeded
 from ..detector import Detector, register, smooth_maps, batches
 from ..frequency import to_grey
 
@@ -383,8 +383,7 @@ class TDG(Detector):
 
     def _nets(self, n:int, seed:int|None=None):
         "Fresh (G^n or None, D^n) on the device (channels-last), initialised from `seed` if given (global generator untouched)."
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None: torch.manual_seed(seed)
+        with seeded(seed):
             G = Generator(self.widths[n]) if self.config.use_generator else None
             D = Discriminator(self.widths[n], self.task.n_classes)
         cl = dict(device=self.device, memory_format=torch.channels_last)      # faster convolutions on CPU and GPU

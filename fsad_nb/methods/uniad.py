@@ -6,20 +6,20 @@ Docs: https://fsad-nb.github.io/fsad_nb/uniad.html.md"""
 
 # %% ../../nbs/14_uniad.ipynb #b85ea617
 from __future__ import annotations
-import contextlib, copy, dataclasses, math
+import copy, dataclasses, math
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastprogress.fastprogress import master_bar, progress_bar
-from ..core import FsadError, autocast, require
+from ..core import FsadError, autocast, require, seeded
 from ..backbones import FeatureExtractor, embed
-from ..detector import Detector, register, score_maps, batches, meta_images, save_checkpoint, load_checkpoint
+from ..detector import Detector, register, score_maps, meta_images, save_checkpoint, load_checkpoint
 from .adversarial import AdversarialOptions, build_adversary, train_step, Adversary
 
 # %% auto #0
 __all__ = ['UNIAD_STRIDES', 'UniADConfig', 'resize_to', 'as_tokens', 'tokens', 'neighbour_mask', 'Attention', 'PositionEmbedding',
-           'EncoderLayer', 'DecoderLayer', 'UniADNet', 'feature_jitter', 'uniad_loss', 'seeded', 'train_epoch', 'UniAD']
+           'EncoderLayer', 'DecoderLayer', 'UniADNet', 'feature_jitter', 'uniad_loss', 'train_epoch', 'UniAD']
 
 # %% ../../nbs/14_uniad.ipynb #0ce60d9d
 @dataclasses.dataclass
@@ -187,18 +187,12 @@ def uniad_loss(net:UniADNet, f:torch.Tensor, c:UniADConfig, g:torch.Generator):
     pair = (net.as_map(out["memory"]).float(), net.as_map(out["decoded"]).float())   # float32 for D, also under autocast
     return F.mse_loss(out["rec"].float(), f), pair
 
-@contextlib.contextmanager
-def seeded(g:torch.Generator, device):
-    "Seed torch's global generators (dropout) from `g` inside the block; the global state is restored after it."
-    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=g))); yield
-
 def train_epoch(net:UniADNet, data:torch.Tensor, opt, c:UniADConfig, steps:int, g:torch.Generator, device,
                 adversary:Adversary|None=None, mb=None) -> dict:
     "`steps` steps on batches of tokens `data` [N,L,C] (shuffled with `g`); mean losses of the epoch."
     net.train(); hist = []
     order = torch.cat([torch.randperm(len(data), generator=g) for _ in range(math.ceil(steps * c.batch / len(data)))])
-    with seeded(g, device):
+    with seeded(int(torch.randint(2**62, (1,), generator=g)), device):     # dropout's draws come from g too
         for s in (progress_bar(range(steps), parent=mb) if mb is not None else range(steps)):
             f = data[order[s * c.batch:(s + 1) * c.batch]].to(device)
             with autocast(device): loss, pair = uniad_loss(net, f, c, g)
@@ -228,8 +222,7 @@ class UniAD(Detector):
         super().__init__(config, device)
         c = self.config
         self.grid = math.ceil(c.image_size / UNIAD_STRIDES[-1])
-        with torch.random.fork_rng(devices=[]):                          # initial weights from the seed alone
-            torch.manual_seed(c.seed)
+        with seeded(c.seed):                                              # initial weights from the seed alone
             self.extractor = self.build_extractor()                       # (random only with weights=None)
             self.net = UniADNet(sum(self.extractor.channels), self.grid, c).to(self.device).eval()
         self.meta_state, self.adversary_state, self.history = copy.deepcopy(self.net.state_dict()), None, []
