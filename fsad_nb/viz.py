@@ -6,7 +6,7 @@ Docs: https://fsad-nb.github.io/fsad_nb/viz.html.md"""
 
 # %% ../nbs/22_viz.ipynb #766dd8ef
 from __future__ import annotations
-import io, zlib
+import colorsys, io, zlib
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -20,10 +20,11 @@ from .core import FsadError, atomic_path, load_json
 from .protocol import METRICS, load_round
 
 # %% auto #0
-__all__ = ['FIGURE_FORMATS', 'RUN_COLUMNS', 'VALUES', 'PAPER_DATASETS', 'PAPER_RESULTS', 'METHOD_NAMES', 'METHOD_COLOURS',
-           'METRIC_LABELS', 'ABLATION_LABELS', 'PLOT_KINDS', 'pick_examples', 'save_figure', 'heatmap_gallery',
-           'browse', 'plot_roc', 'embed_2d', 'plot_embedding', 'load_runs', 'round_stats', 'paper_numbers',
-           'paper_deltas', 'method_colour', 'method_name', 'plot_metric_vs_k', 'band_limits', 'plot_paired_rounds',
+__all__ = ['FIGURE_FORMATS', 'ANOMALY_CMAP', 'RUN_COLUMNS', 'VALUES', 'PAPER_DATASETS', 'PAPER_RESULTS', 'METHOD_NAMES',
+           'VARIANT_NAMES', 'VARIANT_STYLES', 'FIGURE_STYLE', 'METHOD_COLOURS', 'METRIC_LABELS', 'ABLATION_LABELS',
+           'PLOT_KINDS', 'pick_examples', 'save_figure', 'heatmap_gallery', 'browse', 'plot_roc', 'embed_2d',
+           'plot_embedding', 'load_runs', 'round_stats', 'paper_numbers', 'paper_deltas', 'split_method', 'shade',
+           'method_colour', 'method_style', 'method_name', 'plot_metric_vs_k', 'band_limits', 'plot_paired_rounds',
            'paired_deltas', 'ablation_deltas', 'rounds_from_table', 'plot_ablation', 'plot_runs']
 
 # %% ../nbs/22_viz.ipynb #d9426cc6
@@ -51,10 +52,13 @@ def save_figure(fig, path, dpi:int=100, fmt:str|None=None) -> Path:
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=dpi, format=fmt, bbox_inches="tight")
     return Path(path)
 
-def _map_scale(maps, vmin=None, vmax=None) -> tuple:
-    "One colour scale for a set of maps: their 1st and 99.5th percentiles unless given."
+ANOMALY_CMAP = "inferno"                                   # the one colour map of every anomaly map
+
+def _map_scale(maps, vmin=None, vmax=None, shown=None) -> tuple:
+    "One colour scale for a set of maps: their 1st percentile up to the highest value of the maps `shown` (default all)."
     maps = np.asarray(maps)
-    return (np.percentile(maps, 1) if vmin is None else vmin, np.percentile(maps, 99.5) if vmax is None else vmax)
+    top = float(np.max(maps if shown is None else np.asarray(shown)))   # image score = a map's maximum: all covered
+    return (np.percentile(maps, 1) if vmin is None else vmin, top if vmax is None else vmax)
 
 def _bare(ax, row_label=None):
     "A picture panel: no ticks or frame, the row's name as the y label."
@@ -78,7 +82,7 @@ def _gallery_column(axs, image, amap, mask, vmin, vmax):
     "One test image down a gallery column: image, ground truth (if `mask` is not None), anomaly map."
     axs[0].imshow(_np_img(image).clip(0, 1), cmap="gray")
     if mask is not None: mask = mask.astype(float); axs[1].imshow(mask, cmap="gray", vmin=0, vmax=1)
-    axs[-1].imshow(amap, cmap="inferno", vmin=vmin, vmax=vmax)
+    axs[-1].imshow(amap, cmap=ANOMALY_CMAP, vmin=vmin, vmax=vmax)
     if mask is not None and mask.max() > 0: axs[-1].contour(mask, [0.5], colors="cyan", linewidths=0.8)
 
 def heatmap_gallery(images, maps, labels=None, scores=None, masks=None, idx=None, n:int=8, path=None, title=None,
@@ -86,7 +90,7 @@ def heatmap_gallery(images, maps, labels=None, scores=None, masks=None, idx=None
     "Test images in columns over their ground truth (with `masks`) and anomaly maps, with a colour bar; `path`: save atomically."
     maps = np.asarray(maps)
     if idx is None: idx = pick_examples(labels, scores, n) if labels is not None and scores is not None else np.arange(min(n, len(maps)))
-    vmin, vmax = _map_scale(maps, vmin, vmax)
+    vmin, vmax = _map_scale(maps, vmin, vmax, shown=maps[idx])
     rows = ["image"] + (["ground truth"] if masks is not None else []) + ["anomaly map"]
     fig, axs = plt.subplots(len(rows), len(idx), figsize=(1.8 * len(idx) + 1.3, 1.9 * len(rows) + 0.5), squeeze=False,
                             layout="constrained")
@@ -257,25 +261,56 @@ def paper_deltas(dataset:str="mvtec_ad", K:int=2, base:str="dfd") -> pd.DataFram
                              delta=v.value.values - full.loc[v.metric].values, source=v.source.values))
 
 # %% ../nbs/22_viz.ipynb #8ebaea93
-METHOD_NAMES = {"dfd": "DFD", "simplenet": "SimpleNet", "knn": "patch-kNN", "regad": "RegAD", "tdg": "TDG"}
+METHOD_NAMES = {"dfd": "DFD", "simplenet": "SimpleNet", "knn": "patch-kNN", "regad": "RegAD", "tdg": "TDG", "uniad": "UniAD"}
+VARIANT_NAMES = {"adv": " + adv", "ft": ", fine-tuned"}       # run-name suffixes: `uniad_adv_ft` = UniAD + adv, fine-tuned
+VARIANT_STYLES = {"": ("-", "o", 1.0), "adv": ("--", "s", 0.6), "ft": (":", "^", 1.35), "adv_ft": ("-.", "v", 0.8)}
+FIGURE_STYLE = "whitegrid"                                    # seaborn style of every plot with axes
 _PALETTE = sns.color_palette("colorblind", 10)
-METHOD_COLOURS = {m: _PALETTE[i] for i, m in enumerate(METHOD_NAMES)}
+METHOD_COLOURS = dict(zip(METHOD_NAMES, [_PALETTE[i] for i in (0, 9, 2, 3, 5, 4)]))   # SimpleNet (DFD with parts off) beside DFD
+_SPARE = [c for c in _PALETTE if c not in METHOD_COLOURS.values()]
 METRIC_LABELS = {"image_auroc": "image AUROC (%)", "pixel_auroc": "pixel AUROC (%)", "aupro": "AUPRO (%)",
                  "fit_s": "fit time (s)", "predict_s": "prediction time (s)"}
 
-def method_colour(method:str):
-    "A method's fixed colour; `dfd/<switch>` takes its base method's colour, unknown methods a spare one by name."
+def split_method(method:str) -> tuple[str, str]:
+    "A run's method id -> (method, variant): 'uniad_adv_ft' -> ('uniad', 'adv_ft'); 'dfd/bands_low' and 'knn' -> (id, '')."
     base = method.split("/")[0]
-    return METHOD_COLOURS.get(base) or _PALETTE[len(METHOD_COLOURS) + zlib.crc32(base.encode()) % (10 - len(METHOD_COLOURS))]
+    head, _, tail = base.partition("_")
+    if head in METHOD_NAMES and tail in VARIANT_STYLES: return head, tail
+    return base, ""
 
-def method_name(method:str) -> str: return METHOD_NAMES.get(method, method)
+def shade(c, f:float):
+    "Colour `c` with its HLS lightness times `f` (kept inside 0.1-0.7)."
+    h, l, s = colorsys.rgb_to_hls(*c[:3])
+    return colorsys.hls_to_rgb(h, min(max(l * f, 0.1), 0.7), s)
+
+def method_colour(method:str):
+    "A method's fixed colour: its hue, darker or lighter for a variant; `dfd/<switch>` takes DFD's; unknown methods a spare one by name."
+    base, variant = split_method(method)
+    c = METHOD_COLOURS.get(base) or _SPARE[zlib.crc32(base.encode()) % len(_SPARE)]
+    return c if not variant else shade(c, VARIANT_STYLES[variant][2])
+
+def method_style(method:str) -> dict:
+    "Matplotlib line keywords of a method: its colour, and the line style and marker of its variant."
+    ls, marker, _ = VARIANT_STYLES[split_method(method)[1]]
+    return dict(color=method_colour(method), ls=ls, marker=marker)
+
+def method_name(method:str) -> str:
+    "The display name of a run's method id: 'regad_adv' -> 'RegAD + adv'; unknown ids as they are."
+    base, variant = split_method(method)
+    if not variant: return METHOD_NAMES.get(method, method)
+    return METHOD_NAMES[base] + "".join(VARIANT_NAMES[v] for v in variant.split("_"))
 
 def _scale(metric:str) -> float: return 100.0 if metric in METRICS else 1.0   # AUROC and AUPRO in %
 
+def _order(m:str) -> tuple:
+    "Sort key: known methods in their fixed order, each followed by its variants; then the others by name."
+    base, variant = split_method(m)
+    known = list(METHOD_NAMES).index(base) if base in METHOD_NAMES else len(METHOD_NAMES)
+    return known, base, list(VARIANT_STYLES).index(variant), m
+
 def _methods(d) -> list[str]:
-    "The methods in `d`: the known ones in a fixed order, then the others sorted."
-    have = set(d.method)
-    return [m for m in METHOD_NAMES if m in have] + sorted(have - set(METHOD_NAMES))
+    "The methods in `d`: the known ones in a fixed order (each with its variants), then the others sorted."
+    return sorted(set(d.method), key=_order)
 
 def _pick_methods(d, methods=None) -> list[str]:
     "`methods` (checked), or the methods in `d` without the ablation variants '<base>/<switch>' (unless that is all)."
@@ -319,7 +354,7 @@ def _k_panel(ax, st, metric, ref):
     s, Ks = _scale(metric), sorted(set(st.K))
     for m in _methods(st):
         g, c = st[st.method == m].sort_values("K"), method_colour(m)
-        ax.plot(g.K, s * g["mean"], "o-", color=c, lw=1.8, ms=4, label=method_name(m), gid=f"mean:{m}")
+        ax.plot(g.K, s * g["mean"], lw=1.8, ms=4, label=method_name(m), gid=f"mean:{m}", **method_style(m))
         if (g.n > 1).any():
             ax.fill_between(g.K, s * (g["mean"] - g["std"]), s * (g["mean"] + g["std"]), color=c, alpha=0.2, lw=0, gid=f"band:{m}")
         r = ref[(ref.method == m) & ref.K.isin(Ks)]
@@ -356,7 +391,7 @@ def plot_metric_vs_k(df, category=None, metrics=None, paper=None, methods=None):
     df = df[df.category.isin(cats)]; df = df[df.method.isin(_pick_methods(df, methods))]
     panels = [(c, m) for c in cats for m in _metrics(df[df.category == c], metrics, c)]
     st, ncol = round_stats(df), min(len(panels), 3)
-    with sns.axes_style("whitegrid"):
+    with sns.axes_style(FIGURE_STYLE):
         fig, axs = plt.subplots(-(-len(panels) // ncol), ncol, figsize=(3.4 * ncol + 1.6, 3.3 * -(-len(panels) // ncol) + 0.5),
                                 squeeze=False, layout="constrained")
     datasets = [_paper_for(c, paper) for c, _ in panels]
@@ -402,7 +437,7 @@ def plot_paired_rounds(df, category=None, K:int|None=None, metric:str="image_aur
     _metrics(df[df.category == category], [metric], category)
     w, K = _paired(df, category, K, metric, methods)
     methods, s, x = list(w.columns), _scale(metric), np.arange(w.shape[1])
-    with sns.axes_style("whitegrid"):
+    with sns.axes_style(FIGURE_STYLE):
         fig, ax = plt.subplots(figsize=(1.5 * len(methods) + 2.4, 3.9), layout="constrained")
     for r, v in w.iterrows(): ax.plot(x, s * v.values, color="0.7", lw=0.9, zorder=1, gid=f"round:{r}")
     pts = w.reset_index().melt(id_vars="round", var_name="method").assign(pct=lambda t: s * t.value)
@@ -510,7 +545,7 @@ def plot_ablation(source, category=None, K:int=2, metrics=None, base:str="dfd", 
     pr = paired_deltas(source, category, K, base); st = _delta_stats(pr)
     variants = [v for v in ABLATION_LABELS if v in set(pr.variant)] + sorted(set(pr.variant) - set(ABLATION_LABELS))
     metrics, ref = _metrics(pr, metrics, category), paper_deltas(paper or "", K, base)
-    with sns.axes_style("whitegrid"):
+    with sns.axes_style(FIGURE_STYLE):
         fig, axs = plt.subplots(1, len(metrics), figsize=(2.9 * len(metrics) + 2.8, 0.42 * len(variants) + 2.0),
                                 sharey=True, squeeze=False, layout="constrained")
     for ax, m in zip(axs.flat, metrics): _ablation_panel(ax, st, pr, ref, variants, m, method_colour(base))
