@@ -15,3 +15,12 @@ def test_readme_names_datasets_not_paths():
     import re
     text = (ROOT/"README.md").read_text()
     assert not re.search(r"\.\./+shared|shared/data", text)
+
+
+def test_readme_is_short_with_glossary():
+    "A README a reader finishes: at most 150 lines, one install section, and the five terms its tables use."
+    text = (ROOT/"README.md").read_text()
+    assert len(text.splitlines()) <= 150, f"README.md has {len(text.splitlines())} lines"
+    assert text.count("\n## Install") == 1
+    for term in ("**AUROC**", "50 is chance", "**pixel AUROC**", "**AUPRO**", "**K-shot support draw**", "**leave-one-out meta-training**"):
+        assert term in text, term
