@@ -1,5 +1,10 @@
 """The notebooks as a reader sees them: each notebook in nbs/ is rendered to HTML with its stored outputs (nothing is
-re-executed), opened in headless Chromium, and checked for typeset equations and loaded figures.
+re-executed), opened in headless Chromium, and checked for typeset equations, loaded figures and outputs of a
+readable height. The stored outputs themselves must be clean: no progress-bar frames, no tracebacks or warnings, no
+`Out:` that is only an object's repr (`.ci/clean_outputs.py` removes the first and the last).
+
+Pages are rendered without `In [ ]:` / `Out[ ]:` prompts, as Quarto renders the documentation site: `nbdev-clean`
+resets every execution count (nbdev 3 has no setting that keeps them), so prompts could only show empty brackets.
 
 MathJax comes from Debian's `libjs-mathjax` and the browser from Debian's `chromium` + `chromium-driver`, driven by
 selenium; the browser has no network, so a page that needs the internet to show its maths or figures fails here.
@@ -8,6 +13,7 @@ Without these the tests skip. Screenshots of a few pages go to pytest's tmp dir,
 import json
 import os
 import re
+import runpy
 import shutil
 from pathlib import Path
 
@@ -18,7 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NBS = sorted(p for p in (ROOT / "nbs").glob("*.ipynb") if not p.name.startswith("_"))
 MATHJAX = Path("/usr/share/javascript/mathjax/MathJax.js")
 MATHJAX_URL = MATHJAX.as_uri() + "?config=TeX-AMS_CHTML-full,Safe"   # nbconvert's default config, served locally
-SHOTS = ("05_frequency", "10_knn", "12_dfd")                              # pages that get screenshots
+# pages that get screenshots (top, first equation, first and last figure), and figures shot by the code that draws them
+SHOTS = {"05_frequency": {}, "10_knn": {}, "12_dfd": {}, "23_deploy": {},
+         "11_regad": {"gallery": "heatmap_gallery(x_te", "registration": "moved = warp("},
+         "14_uniad": {"gallery": "heatmap_gallery(x_te"}}
+MAX_OUTPUT_PX = 1600                                                      # the tallest single output a page may show
 IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif")                    # rendered as <img> by nbconvert
 
 
@@ -32,6 +42,28 @@ def _browser_paths():
 
 
 # ---- what the notebook promises (from its JSON) --------------------------------------------------------------------
+
+_CLEAN = runpy.run_path(str(ROOT / ".ci" / "clean_outputs.py"))          # the cleaner's own rules: one definition
+_NOISE = re.compile(r"Traceback \(most recent call last\)|\w*Warning\b")
+
+
+def _output_text(o) -> str:
+    if o.get("output_type") == "stream": return "".join(o["text"])
+    if o.get("output_type") == "error": return "Traceback (most recent call last) " + o.get("ename", "")
+    return "".join("".join(v) for k, v in o.get("data", {}).items() if k.startswith("text/"))
+
+
+def noise(nb_path) -> list[str]:
+    "What a reader should not see in a notebook's stored outputs: 'cell N: what'."
+    nb, found = json.loads(nb_path.read_text()), []
+    for i, c in enumerate(nb["cells"]):
+        for o in c.get("outputs", []):
+            text = _output_text(o)
+            if _CLEAN["BAR"].search(text): found.append(f"cell {i}: progress-bar frames")
+            if m := _NOISE.search(text): found.append(f"cell {i}: {m.group(0)!r} in an output")
+            if o.get("output_type") == "execute_result" and _CLEAN["clean_output"](json.loads(json.dumps(o))) is None:
+                found.append(f"cell {i}: Out: {text.strip()[:60]}")
+    return found
 
 _CODE = re.compile(r"```.*?```|`[^`\n]*`", re.S)                          # code fences and spans hold no maths
 _MATH = re.compile(r"\$\$.+?\$\$|\$[^$\n]+\$|\\begin\{", re.S)
@@ -61,7 +93,7 @@ def site(tmp_path_factory):
 @pytest.fixture(scope="module")
 def exporter(site):
     from nbconvert import HTMLExporter
-    return HTMLExporter(mathjax_url=MATHJAX_URL)
+    return HTMLExporter(mathjax_url=MATHJAX_URL, exclude_input_prompt=True, exclude_output_prompt=True)   # as Quarto
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +139,11 @@ function inspect() {
     c.querySelectorAll('code, pre, script, .MathJax_CHTML, .MJX_Assistive_MathML, .MathJax_Preview').forEach(e => e.remove());
     for (const m of c.textContent.matchAll(/\$\$|\$[^$\s][^$]*\$|\\\(|\\\[|\\begin\{/g)) raw.push(m[0].slice(0, 80));
   }
+  const outs = [...document.querySelectorAll('.jp-OutputArea-output')].map(e => Math.round(e.getBoundingClientRect().height));
+  const prompts = [...document.querySelectorAll('.jp-InputPrompt, .jp-OutputPrompt')].filter(e => e.textContent.trim()).length;
   const imgs = [...document.images].map(i => ({src: i.src.slice(0, 60), ok: i.complete && i.naturalWidth > 0 && i.naturalHeight > 0,
                                                output: !!i.closest('.jp-OutputArea-output')}));
-  done({mathjax: true, rendered, sources, errors, raw, imgs});
+  done({mathjax: true, rendered, sources, errors, raw, imgs, outs, prompts});
 }
 if (!window.MathJax || !MathJax.Hub) { done({mathjax: false}); }
 // the hook must return nothing: MathJax's startup would wait on a returned callback, and that one waits on the startup
@@ -117,16 +151,37 @@ else { MathJax.Hub.Register.StartupHook("End", () => { MathJax.Hub.Queue(inspect
 """
 
 
-def screenshot(browser, stem, dirs):
-    "The top of the page, the first equation and the first figure, each a viewport-sized PNG."
-    targets = {"top": None, "math": "div.MJXc-display, span.MathJax_CHTML", "figure": ".jp-OutputArea-output img"}
-    for name, css in targets.items():
-        el = browser.find_elements("css selector", css)[:1] if css else []
+def _figure_of(browser, code:str):
+    "The first figure drawn by the code cell whose source contains `code`, or None."
+    for cell in browser.find_elements("css selector", ".jp-CodeCell"):
+        if code in cell.find_element("css selector", ".jp-InputArea").text:
+            imgs = cell.find_elements("css selector", ".jp-OutputArea-output img")
+            return imgs[0] if imgs else None
+
+
+def screenshot(browser, stem, dirs, figures=None):
+    "Viewport-sized PNGs of the top of the page, the first equation, the first and last figure, and `figures` {name: code}."
+    targets = {"top": (None, 0), "math": ("div.MJXc-display, span.MathJax_CHTML", 0), "figure": (".jp-OutputArea-output img", 0),
+               "last_figure": (".jp-OutputArea-output img", -1)}
+    for name, (css, k) in targets.items():
+        el = browser.find_elements("css selector", css)[k:][:1] if css else []
         if css and not el: continue
         browser.execute_script("arguments[0] ? arguments[0].scrollIntoView({block: 'center'}) : window.scrollTo(0, 0)",
                                el[0] if el else None)
         png = browser.get_screenshot_as_png()
         for d in dirs: (d / f"{stem}_{name}.png").write_bytes(png)
+    for name, code in (figures or {}).items():
+        el = _figure_of(browser, code)
+        assert el is not None, f"{stem}: no figure drawn by the cell with {code!r}"
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+        png = browser.get_screenshot_as_png()
+        for d in dirs: (d / f"{stem}_{name}.png").write_bytes(png)
+
+
+@pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
+def test_stored_outputs_are_clean(nb):
+    found = noise(nb)
+    assert not found, f"{nb.name}: {found[:8]} (`python .ci/clean_outputs.py {nb.relative_to(ROOT)}` removes bars and bare reprs)"
 
 
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
@@ -148,6 +203,9 @@ def test_page(nb, site, exporter, browser, shot_dirs):
         assert r["rendered"] == r["sources"], f"{nb.name}: {r['sources']} equations, {r['rendered']} typeset"
     broken = [i["src"] for i in r["imgs"] if not i["ok"]]
     assert not broken, f"{nb.name}: images that did not load: {broken}"
+    assert r["prompts"] == 0, f"{nb.name}: the page shows {r['prompts']} In/Out prompts"
+    tall = [h for h in r["outs"] if h > MAX_OUTPUT_PX]
+    assert not tall, f"{nb.name}: outputs {tall} px tall (limit {MAX_OUTPUT_PX}): shorten the output or split it"
     n_out = sum(i["output"] for i in r["imgs"])
     assert n_out >= n_img, f"{nb.name}: {n_img} image outputs in the notebook, {n_out} figures on the page"
-    if nb.stem in SHOTS: screenshot(browser, nb.stem, shot_dirs)
+    if nb.stem in SHOTS: screenshot(browser, nb.stem, shot_dirs, SHOTS[nb.stem])
