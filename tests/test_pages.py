@@ -209,3 +209,17 @@ def test_page(nb, site, exporter, browser, shot_dirs):
     n_out = sum(i["output"] for i in r["imgs"])
     assert n_out >= n_img, f"{nb.name}: {n_img} image outputs in the notebook, {n_out} figures on the page"
     if nb.stem in SHOTS: screenshot(browser, nb.stem, shot_dirs, SHOTS[nb.stem])
+
+
+def test_cleaner_keeps_results_and_drops_noise():
+    "`.ci/clean_outputs.py`: a redrawn bar leaves the line a terminal ends with; a table or a result stays as it is."
+    bar = lambda i: f" |{'█' * 4 * i}{'-' * (40 - 4 * i)}| {10 * i:.2f}% [{i}/10 00:0{i}<00:00]"
+    text = "█\r" + "\r".join(bar(i) for i in range(11)) + "\r" + " " * 60 + "\rK=4: image AUROC 0.684\n| a | b |\n|---|---|\n"
+    out = _CLEAN["clean_output"]({"output_type": "stream", "name": "stdout", "text": text})
+    assert out["text"] == "K=4: image AUROC 0.684\n| a | b |\n|---|---|\n"
+    keep = {"output_type": "stream", "name": "stdout", "text": ["| method | K |\n", "|---|---|\n"]}
+    assert _CLEAN["clean_output"](json.loads(json.dumps(keep))) == keep
+    gen = {"output_type": "execute_result", "data": {"text/plain": ["<torch._C.Generator at 0x7f3a2c>"]}, "metadata": {}}
+    assert _CLEAN["clean_output"](gen) is None
+    html_bar = {"output_type": "display_data", "data": {"text/html": ["<progress value='3' max='10'></progress>"]}, "metadata": {}}
+    assert _CLEAN["clean_output"](html_bar) is None
