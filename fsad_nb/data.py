@@ -156,7 +156,8 @@ class MVTecLayout(torch.utils.data.Dataset):
     def _mask_for(self, img:Path, t:str):
         if t == "good" or not self.has_masks: return None
         m = _find_mask(self.dir/"ground_truth", t, img)
-        if m is None: raise FsadError(f"{img}: defective image without a mask (expected {self.dir/'ground_truth'/t/(img.stem + '_mask.png')})")
+        if m is None: raise FsadError(f"{img}: defective image without a mask (expected {self.dir/'ground_truth'/t/(img.stem + '_mask.png')}; "
+                                      f"a category with image labels only marks itself with an empty file {self.dir/'LABELS_ONLY'})")
         return m
 
     def _validate(self):

@@ -22,7 +22,7 @@ from .data import MVTEC_AD_URL, MVTEC_AD_CATEGORIES, VISA_URL, MPDD_URL, DAGM_UR
 __all__ = ['SOURCES', 'MANIFESTS', 'MAGNETIC_TILE_URL', 'DTD_URL', 'DTD_MD5', 'DTD_CLASSES', 'FASHION_MNIST_URL',
            'FASHION_MNIST_MD5', 'data_home', 'Source', 'register', 'find', 'file_md5', 'dataset', 'fetch',
            'magnetic_tile_split', 'binarise_mask', 'pixel_sha256', 'magnetic_tile_to_mvtec', 'check_magnetic_tile',
-           'dtd10_names', 'shrink_jpeg', 'dtd_to_folders', 'inventory', 'describe']
+           'dtd10_names', 'shrink_jpeg', 'dtd_to_folders', 'inventory', 'writable', 'describe']
 
 # %% ../nbs/08_datasets.ipynb #03cbc30c
 def data_home() -> list[Path]:
@@ -366,7 +366,7 @@ def inventory() -> list[dict]:
     for i, h in enumerate(data_home()):
         for d in sorted(p for p in h.iterdir() if p.is_dir() and not p.name.startswith(".")) if h.is_dir() else []:
             s = SOURCES.get(d.name)
-            rows.append(dict(home=str(h), writable=i == 0, name=d.name, path=str(d), bytes=_disk_bytes(d),
+            rows.append(dict(home=str(h), writable=i == 0 and writable(h), name=d.name, path=str(d), bytes=_disk_bytes(d),
                              complete=None if s is None else not _missing(s, d), url=s and _shown_url(s),
                              licence=s and s.licence, cite=s and s.cite))
     return rows
@@ -377,11 +377,21 @@ def _row_text(r:dict) -> str:
     src = f"{state}{r['url'] or 'no download link'}; licence: {r['licence']}" if r["complete"] is not None else state
     return f"  {r['name']:<15} {_human(r['bytes']):>9}  {src}"
 
+def writable(folder) -> bool:
+    "Whether this user may write into `folder` (or create it: then its nearest existing parent decides)."
+    p = Path(folder).absolute()
+    return os.access(next(q for q in (p, *p.parents) if q.exists()), os.W_OK)
+
+def _role(i:int, h:Path) -> str:
+    if i > 0: return "searched, never written" + ("" if writable(h) else "; read-only")
+    if writable(h): return "writable: downloads go here"
+    return "read-only for you: downloads would fail; put a writable folder first in FSAD_DATA"
+
 def describe() -> str:
     "The data home as text: each folder with its datasets (size on disk, source, licence), then what can still be fetched."
     rows, lines = inventory(), []
     for i, h in enumerate(data_home()):
-        role = "writable: downloads go here" if i == 0 else "searched, never written"
+        role = _role(i, h)
         lines.append(f"{h} ({role}{'' if h.is_dir() else '; does not exist yet'})")
         lines += [_row_text(r) for r in rows if r["home"] == str(h)] or ["  (no datasets)"]
     todo = [n for n in sorted(SOURCES) if find(n) is None]

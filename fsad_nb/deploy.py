@@ -14,13 +14,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastprogress.fastprogress import progress_bar
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from PIL import Image
 from sklearn.metrics import precision_recall_curve
 from . import __version__
 from .core import FsadError, atomic_path, atomic_write_text, set_seed
 from .data import IMAGE_EXTS, MVTecLayout, image_files, load_image, normal_image_paths, stack_split
 from .fewshot import support_indices
-from .detector import get_detector, method_class, smooth_maps, max_scores
+from .detector import get_detector, method_class, smooth_maps, max_scores, load_tensors
 from .backbones import patch_features
 from .methods.knn import nn_distance
 from .methods.regad import registered_embedding, mahalanobis
@@ -82,6 +83,20 @@ def fit_with_threshold(det, support:torch.Tensor, threshold="holdout", batch_siz
 MODEL_FORMAT = 1          # bump when the model file's layout changes; other formats are refused
 MIN_IMAGE_SIZE = 32       # the stride-16 feature maps need at least 2 x 2 positions
 
+def _check_model_out(out, inputs):
+    "Before any work: `out` must be a new file or an older model file, not an input image, in a folder we can write."
+    out = Path(out)
+    if out.is_dir(): raise FsadError(f"{out}: is a folder; name the model file to write, e.g. part.fsad")
+    if out.suffix.lower() in IMAGE_EXTS or out.resolve() in {Path(p).resolve() for p in inputs}:
+        raise FsadError(f"{out}: names an image (one of the support images, or a name the image folders would read); "
+                        f"name the model file to write, e.g. part.fsad")
+    if out.exists():
+        try: _check_format(out, load_tensors(out))
+        except FsadError: raise FsadError(f"{out}: exists and is not an fsad_nb model file; not overwritten "
+                                          f"(delete it or choose another --out)") from None
+    folder = next(q for q in (out.absolute().parent, *out.absolute().parents) if q.exists())
+    if not os.access(folder, os.W_OK): raise FsadError(f"{folder}: not writable; choose another place for the model file")
+
 def _check_deployable(det):
     "Refuse configurations whose decisions would depend on which images are scored together."
     if getattr(det.config, "normalise", "train") != "train":
@@ -92,9 +107,11 @@ def fit_model(method:str, support, out, *, shots:int|None=None, round:int=0, opt
               device=None, meta=None, threshold="holdout", seed:int=0, batch_size:int=32, progress:bool=True) -> Path:
     "Fit `method` on the `support` images, derive its threshold from them alone, and write one model file `out` atomically."
     if image_size < MIN_IMAGE_SIZE: raise FsadError(f"image_size={image_size}: must be at least {MIN_IMAGE_SIZE} pixels")
-    if Path(out).is_dir(): raise FsadError(f"{out}: is a folder; name the model file to write, e.g. part.fsad")
+    if round < 0: raise FsadError(f"round={round}: must be >= 0 (the protocol's draws are numbered 0, 1, ...)")
+    if shots is not None and shots < 1: raise FsadError(f"shots={shots}: must be at least 1")
+    _check_model_out(out, support_paths(support))
     paths = support_paths(support, shots, round)
-    x = torch.cat([_decode(p, image_size)[0] for p in paths])
+    x = torch.cat([_decode(p, image_size, MIN_IMAGE_SIZE)[0] for p in paths])
     set_seed(seed)                                                   # methods that train draw from torch's generator
     det = get_detector(method, device=device, **(options or {}))
     _check_deployable(det)
@@ -103,13 +120,18 @@ def fit_model(method:str, support, out, *, shots:int|None=None, round:int=0, opt
     rec = {"fsad_nb": __version__, "format": MODEL_FORMAT, "method": det.name, "config": det.config.to_dict(),
            "state": det.state(), "image_size": int(image_size), "threshold": thr,
            "support": [str(p) for p in paths], "meta": [str(m) for m in meta or []]}
-    with atomic_path(out) as tmp: torch.save(rec, tmp)
+    try:
+        with atomic_path(out) as tmp: torch.save(rec, tmp)
+    except OSError as e: raise FsadError(f"{out}: cannot write the model file ({e.strerror or e})") from None
     return Path(out)
 
 # %% ../nbs/23_deploy.ipynb #45c1943e
-def _decode(path, size:int) -> tuple[torch.Tensor, np.ndarray]:
-    "(model input [1,3,S,S] in [0,1], resized like `load_images`; the RGB image as decoded, uint8 [H,W,3])."
+def _decode(path, size:int, min_size:int=1) -> tuple[torch.Tensor, np.ndarray]:
+    "(model input [1,3,S,S] in [0,1], resized like `load_images`; the RGB image as decoded, uint8 [H,W,3]); "
+    "an image narrower or lower than `min_size` pixels is refused, naming it."
     rgb = np.asarray(load_image(path))
+    if min(rgb.shape[:2]) < min_size:
+        raise FsadError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px; images must be at least {min_size} px on each side")
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float()[None] / 255
     if tuple(x.shape[-2:]) != (size, size):
         x = F.interpolate(x, (size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
@@ -138,8 +160,7 @@ def _check_format(path, rec:dict):
                         f"{__version__} reads format {MODEL_FORMAT}: fit the model again with this version")
 
 def _load_fsad(path, device=None) -> Model:
-    try: rec = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise FsadError(f"{path}: not a readable model file, truncated or corrupt ({type(e).__name__})") from None
+    rec = load_tensors(path)                  # weights_only=True: tensors and plain values, never code
     _check_format(path, rec)
     cls = method_class(rec["method"])
     det = cls(cls.config_cls.from_dict(rec["config"]), device=device)
@@ -167,45 +188,71 @@ def load_model(path, device=None) -> Model:
     return LOADERS[_kind(path)](path, device)
 
 # %% ../nbs/23_deploy.ipynb #a5325555
-def input_files(inputs, recursive:bool=False) -> list[Path]:
-    "Files named in `inputs`, and the images in each folder named: directly inside it, or anywhere below it if `recursive`."
+def _dangling(folder:Path, recursive:bool) -> list[Path]:
+    "Links named like images whose target is missing: kept as inputs, so their rows say so instead of vanishing."
+    return [q for q in (folder.rglob("*") if recursive else folder.iterdir())
+            if q.is_symlink() and not q.exists() and q.suffix.lower() in IMAGE_EXTS and not q.name.startswith(".")]
+
+def _warn_unread(folder:Path):
+    "Warn about the images in sub-folders of `folder` that a non-recursive job does not read."
+    subs = {s.name: len(image_files(s, True)) for s in sorted(folder.iterdir()) if s.is_dir() and not s.name.startswith(".")}
+    subs = {k: n for k, n in subs.items() if n}
+    if subs: warnings.warn(f"{folder}: {sum(subs.values())} images in sub-folders not read ({', '.join(subs)}); "
+                           f"recursive=True (fsad predict --recursive) reads them", stacklevel=3)
+
+def _input_jobs(inputs, recursive:bool=False) -> list[tuple[Path, str]]:
+    "(file, picture name) per input: a folder's images keep their place below the folder's name (`crack/000`), a file its stem."
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if not items: raise FsadError("no image files or folders given")
-    files = []
+    jobs = []
     for p in map(Path, items):
         if p.is_dir():
-            found = image_files(p, recursive)
+            found = sorted(image_files(p, recursive) + _dangling(p, recursive))
             where = "anywhere below this folder" if recursive else "directly in this folder (sub-folders: recursive=True)"
+            if not recursive: _warn_unread(p)
             if not found: raise FsadError(f"{p}: no images {where}; image files end in {', '.join(IMAGE_EXTS)}")
-            files += found
-        elif p.is_file(): files.append(p)
+            jobs += [(f, (Path(p.resolve().name or "root")/f.relative_to(p)).with_suffix("").as_posix()) for f in found]
+        elif p.is_file() or p.is_symlink(): jobs.append((p, p.stem))
         else: raise FsadError(f"{p}: no such file or folder")
-    return files
+    return list(zip([f for f, _ in jobs], _output_names([n for _, n in jobs])))
 
-def _output_names(files) -> list[str]:
-    "A distinct picture name per input: its stem, with -2, -3, ... where stems repeat."
+def input_files(inputs, recursive:bool=False) -> list[Path]:
+    "Files named in `inputs`, and the images in each folder named: directly inside it, or anywhere below it if `recursive`."
+    return [f for f, _ in _input_jobs(inputs, recursive)]
+
+def _output_names(names) -> list[str]:
+    "The names made distinct: -2, -3, ... appended where a name repeats."
     used, out = set(), []
-    for f in files:
-        name, n = f.stem, 1
-        while name in used: n += 1; name = f"{f.stem}-{n}"
+    for n0 in map(str, names):
+        name, n = n0, 1
+        while name in used: n += 1; name = f"{n0}-{n}"
         used.add(name); out.append(name)
     return out
+
 
 # %% ../nbs/23_deploy.ipynb #bea60593
 def _upsample(amap:np.ndarray, shape) -> np.ndarray:
     "A map [S,S] resized bilinearly to `shape` (H, W)."
     return F.interpolate(torch.as_tensor(amap)[None, None].float(), tuple(shape), mode="bilinear", align_corners=False)[0, 0].numpy()
 
+def _outline(ax, mask:np.ndarray, colour:str="red"):
+    "Outline the predicted mask (a contour needs at least 2 x 2 pixels; a thinner image is shaded instead)."
+    if not mask.any(): return
+    if min(mask.shape) >= 2: ax.contour(mask, [0.5], colors=colour, linewidths=1.5)
+    else: ax.imshow(np.ma.masked_where(~mask, mask), cmap="autumn", alpha=0.6, aspect="auto")
+
 def overlay_figure(rgb:np.ndarray, amap:np.ndarray, mask:np.ndarray, display, pixel:float, title:str="") -> Figure:
-    "The image with its anomaly map (colour bar, threshold marked) and the outline of its predicted mask."
+    "The image as it is, the predicted mask outlined (named in a legend), beside its anomaly map (colour bar, threshold marked)."
     h, w = rgb.shape[:2]
-    fig = Figure(figsize=(4.6, float(np.clip(3.8 * h / w + 0.5, 2.0, 6.0))), layout="constrained")   # follows the image's shape
-    ax = fig.add_subplot()
-    ax.imshow(rgb); im = ax.imshow(amap, cmap="jet", alpha=0.45, vmin=display[0], vmax=display[1])
-    if mask.any(): ax.contour(mask, [0.5], colors="white", linewidths=1.5)
-    cb = fig.colorbar(im, ax=ax, shrink=0.9); cb.ax.axhline(pixel, color="k", linewidth=2)
+    fig = Figure(figsize=(7.6, float(np.clip(3.4 * h / w + 0.7, 1.6, 6.0))), layout="constrained")   # follows the image's shape
+    a0, a1 = fig.subplots(1, 2)
+    a0.imshow(rgb, aspect="auto" if min(h, w) < 2 else None); _outline(a0, mask)
+    a0.legend(handles=[Line2D([], [], color="red", linewidth=1.5, label="map above threshold")], loc="upper right", fontsize=7)
+    im = a1.imshow(amap, cmap="jet", vmin=display[0], vmax=display[1], aspect="auto" if min(h, w) < 2 else None)
+    cb = fig.colorbar(im, ax=a1, shrink=0.9); cb.ax.axhline(pixel, color="k", linewidth=2)
     cb.set_label("anomaly score (line: threshold)", fontsize=8); cb.ax.tick_params(labelsize=7)
-    ax.set_title(title, fontsize=8); ax.set_xticks([]); ax.set_yticks([])
+    for a in (a0, a1): a.set_xticks([]); a.set_yticks([])
+    fig.suptitle(title, fontsize=8)
     return fig
 
 def _save_png(write, path:Path):
@@ -222,6 +269,7 @@ def _write_pictures(out:Path, name:str, path:Path, rgb, amap, m:Model, score:flo
     _save_png(lambda f: fig.savefig(f, format="png", dpi=80), out/"heatmaps"/f"{name}.png")
     return f"heatmaps/{name}.png", f"masks/{name}.png"
 
+
 # %% ../nbs/23_deploy.ipynb #598bd95b
 @dataclasses.dataclass
 class Result:
@@ -236,6 +284,7 @@ class Result:
     threshold: dict
     image_size: int
     csv: Path
+    picture_errors: dict = dataclasses.field(default_factory=dict)   # scored images whose pictures could not be written
 
     def __len__(self): return len(self.paths)
     @property
@@ -243,8 +292,10 @@ class Result:
 
     def summary(self) -> str:
         "One line: how many images were scored, flagged and skipped, and where the table is."
+        skipped = f", {len(self.errors)} not scored (see the error column)" if self.errors else ""
+        nopics = f", {len(self.picture_errors)} without pictures (see the error column)" if self.picture_errors else ""
         return (f"{len(self)} images scored: {int(self.decisions.sum())} anomalous, {int((~self.decisions).sum())} normal"
-                f"{f', {len(self.errors)} unreadable (see the error column)' if self.errors else ''}; {self.csv}")
+                f"{skipped}{nopics}; table: {self.csv}")
 
     def show(self, n:int=8, cols:int=4):
         "The n/2 highest- and n/2 lowest-scoring images, map over image, mask outlined; returns the figure."
@@ -268,45 +319,80 @@ class Result:
 # %% ../nbs/23_deploy.ipynb #3d657daf
 _COLUMNS = ["path", "score", "decision", "heatmap", "mask", "error"]
 
-def _score_batch(m:Model, batch, out:Path, rows, kept, batch_size, pictures, keep_maps):
-    "Decode a batch (unreadable files become error rows), score it, write its pictures; appends to rows and kept."
+def _read_error(p:Path, e:Exception) -> str:
+    "Why an input was not scored, naming it."
+    if p.is_symlink() and not p.exists(): return f"{p}: a link to {os.readlink(p)}, which does not exist"
+    return str(e) if isinstance(e, FsadError) else f"{p}: {e.strerror or e}"
+
+def _score_row(m:Model, p, name:str, rgb, s:float, A, out:Path, pictures:bool) -> dict:
+    "The CSV row of one scored image; its pictures written (a failure there is noted in the row, the score kept)."
+    dec = "anomalous" if s > m.threshold["image"] else "normal"
+    row = {"path": str(p), "score": f"{s:.6g}", "decision": dec}
+    if pictures:
+        try: row["heatmap"], row["mask"] = _write_pictures(out, name, Path(p), rgb, A, m, s, dec)
+        except Exception as e: row["error"] = f"pictures not written ({type(e).__name__}: {e})"
+    return row
+
+def _score_batch(m:Model, batch, out:Path, rows:list, kept:list, batch_size:int, pictures:bool, keep_maps:bool):
+    "Decode a batch of (index, path, name) (unreadable or too small files become error rows), score it, write its "
+    "pictures; fills `rows[index]` and appends to `kept`."
     ok = []
-    for p, name in batch:
-        try: x, rgb = _decode(p, m.image_size); ok.append((p, name, x, rgb))
-        except FsadError as e: rows.append({"path": str(p), "error": str(e)})
+    for i, p, name in batch:
+        try: x, rgb = _decode(p, m.image_size, MIN_IMAGE_SIZE); ok.append((i, p, name, x, rgb))
+        except (FsadError, OSError) as e: rows[i] = {"path": str(p), "error": _read_error(Path(p), e)}
     if not ok: return
-    s, A = m.score(torch.cat([x for _, _, x, _ in ok]), batch_size)
-    for (p, name, _, rgb), si, Ai in zip(ok, s, A):
-        dec = "anomalous" if si > m.threshold["image"] else "normal"
-        pics = _write_pictures(out, name, Path(p), rgb, Ai, m, float(si), dec) if pictures else ("", "")
-        rows.append({"path": str(p), "score": f"{float(si):.6g}", "decision": dec, "heatmap": pics[0], "mask": pics[1]})
-        kept.append((p, name, float(si), Ai if keep_maps else None))
+    s, A = m.score(torch.cat([x for *_, x, _ in ok]), batch_size)
+    for (i, p, name, _, rgb), si, Ai in zip(ok, s, A):
+        rows[i] = _score_row(m, p, name, rgb, float(si), Ai, out, pictures)
+        kept.append((i, p, name, float(si), Ai if keep_maps else None))
 
 def _write_csv(path:Path, rows):
+    "scores.csv: the rows finished so far, in input order."
     buf = io.StringIO(); w = csv.DictWriter(buf, _COLUMNS, restval="", lineterminator="\n")
-    w.writeheader(); w.writerows(rows)
+    w.writeheader(); w.writerows(r for r in rows if r is not None)
     atomic_write_text(path, buf.getvalue())
+
+def _claim_out(out:Path, overwrite:bool):
+    "An output folder holds one job's predictions: new or empty, or (with `overwrite`) cleared of the earlier ones first."
+    if out.exists() and not out.is_dir(): raise FsadError(f"{out}: is a file; out_dir must be a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite: raise FsadError(f"{out}: not empty; write the predictions into a new folder, or pass "
+                                          f"overwrite=True (fsad predict --overwrite) to replace the earlier ones")
+        (out/"scores.csv").unlink(missing_ok=True)
+        for d in (out/"heatmaps", out/"masks"):
+            for f in d.rglob("*.png") if d.is_dir() else []: f.unlink()
+            for s in sorted((q for q in d.rglob("*") if q.is_dir()), reverse=True) if d.is_dir() else []:
+                if not any(s.iterdir()): s.rmdir()
+    out.mkdir(parents=True, exist_ok=True)
+
 
 # %% ../nbs/23_deploy.ipynb #deb84885
 def predict_images(model, inputs, out_dir, batch_size:int=32, progress:bool=True, device=None, recursive:bool=False,
-                   pictures:bool=True, keep_maps:bool=True) -> Result:
+                   pictures:bool=True, keep_maps:bool=True, overwrite:bool=False) -> Result:
     "Score image files and folders with a model file or exported graph; write scores.csv, heatmaps/ and masks/ into `out_dir`."
     m = model if isinstance(model, Model) else load_model(model, device)
-    files, out = input_files(inputs, recursive), Path(out_dir)
-    if out.exists() and not out.is_dir(): raise FsadError(f"{out}: is a file; out_dir must be a folder")
+    jobs, out = _input_jobs(inputs, recursive), Path(out_dir)
     if batch_size < 1: raise FsadError(f"batch_size={batch_size}: must be at least 1")
-    out.mkdir(parents=True, exist_ok=True)
-    jobs, rows, kept = list(zip(files, _output_names(files))), [], []
-    chunks = [jobs[i:i + batch_size] for i in range(0, len(jobs), batch_size)]
-    for batch in (progress_bar(chunks) if progress else chunks):
-        _score_batch(m, batch, out, rows, kept, batch_size, pictures, keep_maps)
-    _write_csv(out/"scores.csv", rows)
-    paths, names, scores, maps = (list(v) for v in zip(*kept)) if kept else ([], [], [], [])
+    _claim_out(out, overwrite)
+    rows, kept = [None] * len(jobs), []
+    todo = [(i, p, n) for i, (p, n) in enumerate(jobs)]
+    bar = progress_bar(range(len(todo)), comment="images scored") if progress else None
+    try:
+        for j in range(0, len(todo), batch_size):
+            _score_batch(m, todo[j:j + batch_size], out, rows, kept, batch_size, pictures, keep_maps)
+            _write_csv(out/"scores.csv", rows)              # after every batch: what is scored is on disk
+            if bar is not None: bar.update(min(j + batch_size, len(todo)))
+    finally: _write_csv(out/"scores.csv", rows)           # also when a batch fails or the job is interrupted
+    kept.sort(key=lambda k: k[0])
+    _, paths, names, scores, maps = (list(v) for v in zip(*kept)) if kept else ([], [], [], [], [])
     scores = np.array(scores, dtype=np.float32)
     maps = np.stack(maps) if kept and keep_maps else None
+    done = [r for r in rows if r is not None]
     return Result(paths, names, scores, scores > m.threshold["image"], maps,
                   None if maps is None else maps > m.threshold["pixel"],
-                  {r["path"]: r["error"] for r in rows if r.get("error")}, m.threshold, m.image_size, out/"scores.csv")
+                  {r["path"]: r["error"] for r in done if r.get("error") and not r.get("score")}, m.threshold, m.image_size,
+                  out/"scores.csv", {r["path"]: r["error"] for r in done if r.get("error") and r.get("score")})
+
 
 # %% ../nbs/23_deploy.ipynb #2dc4eb81
 NO_CHUNK = 2 ** 62        # one chunk: the graph holds the whole distance matrix of a batch
@@ -477,7 +563,7 @@ def export_gap(m:Model, g:nn.Module, x:torch.Tensor) -> float:
     with torch.no_grad(): s0, a0 = (t.numpy() for t in g(x))
     return float(max(np.abs(s - s0).max() / max(np.abs(s0).max(), 1e-12), np.abs(a - a0).max() / max(np.abs(a0).max(), 1e-12)))
 
-def export_model(model, format:str="onnx", out=None, check:bool=True, tolerance:float=1e-4) -> Path:
+def export_model(model, format:str="onnx", out=None, check:bool=True, tolerance:float=1e-4, report:dict|None=None) -> Path:
     "Write a model file's detector as one graph, images [N,3,S,S] in [0,1] -> (scores [N], maps [N,S,S]), with its threshold."
     if format not in EXPORT_FORMATS: raise FsadError(f"format={format!r}: use one of {list(EXPORT_FORMATS)}")
     m = model if isinstance(model, Model) else load_model(model, device="cpu")
@@ -488,6 +574,7 @@ def export_model(model, format:str="onnx", out=None, check:bool=True, tolerance:
     (_write_onnx if format == "onnx" else _write_torchscript)(g, torch.rand(2, 3, S, S), _metadata(m), out)
     if check:
         gap = export_gap(load_model(out), g, torch.rand(3, 3, S, S))
+        if report is not None: report.update(gap=gap, tolerance=tolerance, images=3)   # what `fsad export` prints
         if not gap <= tolerance: raise FsadError(f"{out}: the exported graph differs from PyTorch by {gap:.2g} (relative) > {tolerance}")
     return out
 

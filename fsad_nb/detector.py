@@ -6,7 +6,7 @@ Docs: https://fsad-nb.github.io/fsad_nb/detector.html.md"""
 
 # %% ../nbs/07_detector.ipynb #2a45dfc8
 from __future__ import annotations
-import importlib, weakref
+import importlib, re, warnings, weakref
 from pathlib import Path
 import torch
 import torch.nn.functional as F
@@ -16,8 +16,8 @@ from .backbones import FeatureExtractor
 from .data import normal_image_paths, load_images
 
 # %% auto #0
-__all__ = ['REGISTRY', 'METHODS', 'register', 'available_methods', 'method_class', 'get_detector', 'Detector', 'smooth_maps',
-           'max_scores', 'batches', 'score_maps', 'meta_images', 'save_checkpoint', 'load_checkpoint']
+__all__ = ['REGISTRY', 'METHODS', 'register', 'available_methods', 'method_class', 'get_detector', 'load_tensors', 'Detector',
+           'smooth_maps', 'max_scores', 'batches', 'score_maps', 'meta_images', 'save_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/07_detector.ipynb #9ce905e8
 REGISTRY: dict = {}
@@ -46,6 +46,26 @@ def get_detector(name:str, config=None, device=None, **overrides):
     cls = method_class(name)
     config = (config or cls.config_cls()).replace(**overrides) if overrides else (config or cls.config_cls())
     return cls(config, device=device)
+
+# %% ../nbs/07_detector.ipynb #d6712239
+def _why(e:Exception) -> str:
+    "What went wrong when reading a file with `weights_only=True`, in a few words."
+    m = re.search(r"GLOBAL ([\w.]+)", str(e))
+    if m: return f"it asks to run {m.group(1)}, refused"
+    return "truncated" if isinstance(e, EOFError) else f"{type(e).__name__}"
+
+def load_tensors(path, keys=()) -> dict:
+    "A dict written by `torch.save`, read with `weights_only=True` (tensors and plain values, never code), holding `keys`."
+    if not Path(path).is_file(): raise FsadError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():                  # torch's own notes on odd files: the error below says it all
+            warnings.simplefilter("ignore"); ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e: raise FsadError(f"not a fsad_nb checkpoint (or unsafe): {path} ({_why(e)})") from None
+    if not isinstance(ck, dict) or not set(keys) <= set(ck):
+        raise FsadError(f"not a fsad_nb checkpoint (or unsafe): {path} (holds {type(ck).__name__}"
+                        f"{'' if not isinstance(ck, dict) else ' without ' + ', '.join(sorted(set(keys) - set(ck)))})")
+    return ck
+
 
 # %% ../nbs/07_detector.ipynb #7d2e3eaf
 class Detector:
@@ -104,11 +124,7 @@ class Detector:
     @classmethod
     def load(cls, path, device=None):
         "Rebuild a fitted detector saved with `save`."
-        if not Path(path).is_file(): raise FsadError(f"{path}: no such checkpoint")
-        try: ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e: raise FsadError(f"{path}: not a readable fsad_nb model file, truncated or corrupt ({type(e).__name__})") from None
-        if not isinstance(ckpt, dict) or not {"config", "state"} <= set(ckpt):
-            raise FsadError(f"{path}: not an fsad_nb model file (no config and state inside)")
+        ckpt = load_tensors(path, ("config", "state"))
         det_cls = method_class(ckpt["method"]) if ckpt.get("method") else cls
         det = det_cls(det_cls.config_cls.from_dict(ckpt["config"]), device=device)
         det.set_state(ckpt["state"]); det.fitted = True
@@ -174,9 +190,12 @@ def save_checkpoint(path, key:dict, epoch:int, history:list, **parts):
         torch.save(dict(key=key, epoch=epoch, history=history, **{k: v.state_dict() for k, v in parts.items() if v is not None}), tmp)
 
 def load_checkpoint(path, key:dict, **parts):
-    "Restore `parts` from the checkpoint at `path` if it exists and was made by the same setup `key`; returns it (or None)."
+    "Restore `parts` from the checkpoint at `path` if it exists and was made by the same setup `key`; returns it (or None, "
+    "also for a file that is not a checkpoint: it is reported and training starts again)."
     if path is None or not Path(path).exists(): return None
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    try: ck = load_tensors(path, ("key", "epoch", "history", *(k for k, v in parts.items() if v is not None)))
+    except FsadError as e:                           # a damaged or crafted file is never run: train from scratch
+        warnings.warn(f"{e}; training starts again from epoch 0", stacklevel=2); return None
     if ck["key"] != key: raise FsadError(f"{path}: checkpoint of another training setup ({ck['key']}); delete it or use another run directory")
     for k, v in parts.items():
         if v is not None: v.load_state_dict(ck[k])

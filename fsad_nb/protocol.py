@@ -6,7 +6,7 @@ Docs: https://fsad-nb.github.io/fsad_nb/protocol.html.md"""
 
 # %% ../nbs/20_protocol.ipynb #7d60d825
 from __future__ import annotations
-import os, time, json, warnings, dataclasses
+import atexit, contextlib, os, time, json, warnings, dataclasses
 from pathlib import Path
 import numpy as np
 from fastprogress.fastprogress import progress_bar
@@ -18,9 +18,9 @@ from .metrics import evaluate
 from .detector import get_detector, method_class   # methods are imported on first use
 
 # %% auto #0
-__all__ = ['METRICS', 'RunSpec', 'run_round', 'load_round', 'leave_target_out', 'run_category', 'summarise', 'summary_table',
-           'CategoriesFailed', 'run', 'ray_rounds', 'replay_round', 'fixed_subset', 'one_class_rounds',
-           'summarise_one_class']
+__all__ = ['METRICS', 'RunSpec', 'run_lock', 'run_round', 'load_round', 'leave_target_out', 'run_category', 'summarise',
+           'summary_table', 'CategoriesFailed', 'RunInterrupted', 'summarise_finished', 'run', 'stop_ray', 'ray_rounds',
+           'replay_round', 'fixed_subset', 'one_class_rounds', 'summarise_one_class']
 
 # %% ../nbs/20_protocol.ipynb #32fb8c38
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -41,17 +41,46 @@ def _round_path(out, category, K, r): return Path(out)/category/f"k{K}"/f"round{
 
 def _has_rounds(d:Path) -> bool: return any(d.glob("k*/round*.json"))
 
+def _spec_diff(old:dict, new:dict) -> list[str]:
+    "The settings in which two run records differ, each as `name: old -> new` (config fields by their own names)."
+    pairs = [(k, old.get(k, [] if k == "meta" else None), new.get(k)) for k in ("method", "seed", "image_size", "meta")]
+    oc, nc = old.get("config") or {}, new.get("config") or {}
+    pairs += [(f"config.{f}", oc.get(f), nc.get(f)) for f in sorted(set(oc) | set(nc))]
+    return [f"{k}: {a!r} -> {b!r}" for k, a, b in pairs if a != b]
+
 def _check_spec(out, spec) -> dict:
     "The run.json record to keep; refuse a run whose settings differ from the finished rounds already in `out`."
     p = Path(out)/spec.category/"run.json"
     new = json.loads(json.dumps(dataclasses.asdict(spec)))
     old = load_json(p) if p.exists() else None
     if old is not None and _has_rounds(p.parent):         # a folder without finished rounds never blocks a rerun
-        diff = {k for k in ("method", "seed", "image_size", "config", "meta") if old.get(k, [] if k == "meta" else None) != new.get(k)}
-        if diff: raise FsadError(f"{p} was written by a run with other settings ({', '.join(sorted(diff))}); "
+        diff = _spec_diff(old, new)
+        if diff: raise FsadError(f"{p} was written by a run with other settings ({'; '.join(diff)}); "
                                  f"use another --out or delete it")
         new["shots"] = sorted(set(new["shots"]) | set(old.get("shots", [])))
     return new
+
+
+# %% ../nbs/20_protocol.ipynb #316999b5
+_HELD: set = set()            # run folders this process holds the lock of (run -> run_category takes it once)
+
+@contextlib.contextmanager
+def run_lock(out):
+    "Hold `out/.fsad.lock` while a run writes into `out`: a second writer (another process) is refused at once."
+    from filelock import FileLock, Timeout
+    out = Path(out); key = str(out.absolute())
+    if key in _HELD or (out.exists() and not out.is_dir()): yield; return   # held here already / the checks name a file
+    new = not out.exists()
+    try: out.mkdir(parents=True, exist_ok=True); lock = FileLock(out/".fsad.lock", timeout=0); lock.acquire()
+    except Timeout: raise FsadError(f"{out}: another fsad run is writing into this folder (it holds {out/'.fsad.lock'}); "
+                                    f"wait for it to finish or choose another --out") from None
+    except OSError: yield; return                 # a read-only folder: nothing will be written, the checks say so
+    _HELD.add(key)
+    try: yield
+    finally:
+        _HELD.discard(key); lock.release()
+        if new and [p.name for p in out.iterdir()] == [".fsad.lock"]:     # refused before any work: leave no folder behind
+            (out/".fsad.lock").unlink(); out.rmdir()
 
 
 # %% ../nbs/20_protocol.ipynb #c8f8184f
@@ -125,6 +154,12 @@ def run_category(method:str, root, category:str, out, shots=(1, 2, 4, 8), rounds
     "Evaluate `method` on `category` for each K over fixed support rounds; write per-round JSON and a summary."
     if engine not in ("local", "ray"): raise FsadError(f"engine={engine!r}: must be 'local' or 'ray'")
     det = get_detector(method, config=config, device=device, **{**(options or {}), **overrides})
+    with run_lock(out):
+        return _run_category(det, method, root, category, out, shots, rounds, seed, image_size, device, batch_size,
+                             progress, on_round, meta, engine, address, workers)
+
+def _run_category(det, method, root, category, out, shots, rounds, seed, image_size, device, batch_size, progress,
+                  on_round, meta, engine, address, workers) -> dict:
     meta = leave_target_out(meta, root, category)
     spec = _check_spec(out, RunSpec(method, category, tuple(shots), rounds, seed, image_size, det.config.to_dict(), tuple(meta)))
     pool, test_ds = MVTecLayout(root, category, "train", size=image_size), MVTecLayout(root, category, "test", size=image_size)
@@ -203,20 +238,47 @@ class CategoriesFailed(FsadError):
         super().__init__(f"{len(failures)} categor{'y' if len(failures) == 1 else 'ies'} failed: "
                          + "; ".join(f"{c}: {e}" for c, e in failures.items()))
 
+class RunInterrupted(KeyboardInterrupt):
+    "Ctrl-C during `run`: the summaries of the finished rounds are written; `rounds` counts those rounds."
+    def __init__(self, rounds:int, summaries:list):
+        self.rounds, self.summaries = rounds, summaries
+        super().__init__(f"interrupted after {rounds} rounds; rerun the same command to resume")
+
+def _write_combined(out, summaries):
+    _write_text(Path(out)/"summary.md", summary_table(summaries))
+    _save_or_warn(Path(out)/"summary.json", lambda: save_json(Path(out)/"summary.json", summaries, unchanged_ok=True))
+
+def summarise_finished(out, categories, method:str) -> list:
+    "Summaries of whatever rounds are finished in `out` for `categories` (those with a run.json); the combined table too."
+    done = []
+    for c in categories:
+        p = Path(out)/c/"run.json"
+        if not p.is_file(): continue
+        spec = load_json(p)
+        done.append(summarise(out, c, spec["shots"], max(spec["rounds"], 1), method))
+    if done: _write_combined(out, done)
+    return done
+
 def run(method:str, root, categories, out, **kw) -> list:
-    "Run the protocol over several categories (a failing one is reported, the others still run); write out/summary.md."
+    "Run the protocol over several categories (a failing one is reported, the others still run); write out/summary.md. "
+    "One run at a time per `out` (a lock file); Ctrl-C writes the summaries of the finished rounds, then `RunInterrupted`."
     categories = [categories] if isinstance(categories, str) else list(categories)
     summaries, failures = [], {}
-    for c in categories:
-        try: summaries.append(run_category(method, root, c, out, **kw))
-        except FsadError as e:
-            if len(categories) == 1: raise
-            failures[c] = str(e); warnings.warn(f"{method} on {c} failed: {e}", stacklevel=2)
-    if summaries:
-        _write_text(Path(out)/"summary.md", summary_table(summaries))
-        _save_or_warn(Path(out)/"summary.json", lambda: save_json(Path(out)/"summary.json", summaries, unchanged_ok=True))
+    with run_lock(out):
+        try:
+            for c in categories:
+                try: summaries.append(run_category(method, root, c, out, **kw))
+                except FsadError as e:
+                    if len(categories) == 1: raise
+                    failures[c] = str(e); warnings.warn(f"{method} on {c} failed: {e}", stacklevel=2)
+        except KeyboardInterrupt:
+            done = summarise_finished(out, categories, method)
+            raise RunInterrupted(sum(row["rounds"] for s in done for row in s["by_shots"].values()), done) from None
+        finally: stop_ray()
+        if summaries: _write_combined(out, summaries)
     if failures: raise CategoriesFailed(failures, summaries)
     return summaries
+
 
 # %% ../nbs/20_protocol.ipynb #4c3e9f4f
 def _ray_task(method:str, config:dict, device, pool, test, K:int, r:int, idx:list, seed:int, batch_size:int, path,
@@ -226,13 +288,23 @@ def _ray_task(method:str, config:dict, device, pool, test, K:int, r:int, idx:lis
     if meta: det.meta_fit(meta, checkpoint=ckpt, progress=False)
     return _evaluate_round(det, pool[idx], test, K, r, idx, seed, batch_size, path)[0]
 
+_OWN_RAY: list = []           # the local Ray this process started (stopped by stop_ray, at exit at the latest)
+
 def _ray(address=None, workers=None):
-    "The `ray` module, connected to `address` or to a local Ray with `workers` CPUs (started once)."
+    "The `ray` module, connected to `address` or to a local Ray with `workers` CPUs (started once, without dashboard)."
     try: import ray
     except ImportError: raise FsadError('engine="ray" needs Ray: pip install "fsad_nb[ray]"') from None
-    if not ray.is_initialized(): ray.init(address=address, num_cpus=None if address else workers, log_to_driver=False,
-                                          include_dashboard=False, configure_logging=False)
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=None if address else workers, log_to_driver=False,
+                 include_dashboard=False, configure_logging=False)
+        if address is None and not _OWN_RAY: _OWN_RAY.append(ray); atexit.register(stop_ray)
     return ray
+
+def stop_ray():
+    "Shut down the local Ray this process started, if any (a joined cluster is left running)."
+    while _OWN_RAY:
+        ray = _OWN_RAY.pop()
+        if ray.is_initialized(): ray.shutdown()
 
 def ray_rounds(det, pool, test, todo, sets, seed, batch_size, out, category, meta, ckpt, address=None, workers=None,
                progress=False) -> list[dict]:

@@ -4,7 +4,7 @@ model files, and exported graphs (ONNX, TorchScript) against PyTorch on real mag
 Small sizes throughout: a random-weight backbone on a 64 px synthetic category for the plumbing, ImageNet weights on a
 few 64 px magnetic tiles for the parity of the exported graphs.
 """
-import csv, io, json, subprocess, sys
+import contextlib, csv, io, json, re, subprocess, sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from fsad_nb.data import MVTecLayout, load_image, load_images, make_synthetic_ca
 from fsad_nb.detector import get_detector
 from fsad_nb.fewshot import support_sets_for
 from fsad_nb import deploy
+from fsad_nb.cli import main
 from fsad_nb.deploy import (fit_model, load_model, predict_images, export_model, support_paths, holdout_scores,
                             fit_with_threshold, graph_module, MODEL_FORMAT)
 
@@ -125,7 +126,7 @@ def test_repeated_names_get_distinct_pictures(model_file, syn, tmp_path):
     for d in (a, b): (d/"x.png").write_bytes(src.read_bytes())
     res = predict_images(model_file, [a, b], tmp_path/"out", progress=False)
     rows = list(csv.DictReader(open(res.csv)))
-    assert [r["mask"] for r in rows] == ["masks/x.png", "masks/x-2.png"]
+    assert [r["mask"] for r in rows] == ["masks/a/x.png", "masks/b/x.png"]   # the input folders mirrored
     assert res.scores[0] == pytest.approx(res.scores[1])
 
 
@@ -136,7 +137,7 @@ def test_bad_model_files(model_file, syn, tmp_path):
     rec = torch.load(model_file, weights_only=True); rec.update(format=MODEL_FORMAT + 1, fsad_nb="99.0")
     torch.save(rec, tmp_path/"new.fsad")
     load_model(model_file).detector.save(tmp_path/"ckpt.pt")
-    for name, msg in (("cut.fsad", "truncated or corrupt"), ("junk.fsad", "truncated or corrupt"),
+    for name, msg in (("cut.fsad", "not a fsad_nb checkpoint"), ("junk.fsad", "not a fsad_nb checkpoint"),
                       ("new.fsad", "written by fsad_nb 99.0"), ("ckpt.pt", "no threshold"), ("absent.fsad", "no such model")):
         with pytest.raises(FsadError, match=msg) as e: load_model(tmp_path/name)
         assert name in str(e.value)
@@ -176,7 +177,11 @@ def test_exported_graphs_match_pytorch_on_real_tiles(method, tiles, tmp_path):
 
 def test_tdg_and_graph_inputs_are_refused(model_file, tmp_path):
     with pytest.raises(FsadError, match="tdg cannot be exported"): graph_module(get_detector("tdg"))
-    onnx = export_model(model_file, "onnx", tmp_path/"p.onnx")
+    out = io.StringIO()                                               # `fsad export` prints the parity it measured
+    with contextlib.redirect_stdout(out): assert main(["export", str(model_file), "--out", str(tmp_path/"p.onnx")]) == 0
+    assert re.fullmatch(rf"{re.escape(str(tmp_path/'p.onnx'))}\nparity with PyTorch on 3 random images: largest relative "
+                        r"difference \S+ \(tolerance 0.0001\)\n", out.getvalue()), out.getvalue()
+    onnx = tmp_path/"p.onnx"
     with pytest.raises(FsadError, match="not an onnx graph"): export_model(onnx, "torchscript", tmp_path/"p.pt")
     with pytest.raises(FsadError, match="format='tflite'"): export_model(model_file, "tflite")
     (tmp_path/"cut.onnx").write_bytes(onnx.read_bytes()[:3000])

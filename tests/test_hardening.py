@@ -300,3 +300,230 @@ def test_nan_inf_refused(method):
     det.fitted = True                                              # predict checks its input before using any state
     x[1, 0, 3, 3] = float("inf")
     with pytest.raises(FsadError, match=r"\[1\] hold NaN or inf"): det.predict(x)
+
+
+# ================================================================ second round: checkpoints that run code, odd images,
+# output folders with one owner, Ctrl-C, the data home, Ray's processes
+
+import csv, re, shutil, signal, subprocess, sys, time
+from fsad_nb.detector import Detector, load_checkpoint
+from fsad_nb.deploy import fit_model, predict_images, load_model, overlay_figure
+from fsad_nb import deploy
+
+
+@pytest.fixture(scope="module")
+def tile():
+    "The real magnetic-tile category of the data home (tests never download)."
+    from fsad_nb.datasets import dataset
+    try: return dataset("magnetic_tile", download=False)
+    except FsadError as e: pytest.skip(str(e))
+
+
+def _goods(tile, n): return sorted((tile/"train"/"good").iterdir())[:n]
+def _cracks(tile, n): return sorted((tile/"test"/"crack").iterdir())[:n]
+
+
+@pytest.fixture(scope="module")
+def tile_model(tile, tmp_path_factory):
+    return fit_model("knn", _goods(tile, 3), tmp_path_factory.mktemp("tm")/"tile.fsad", options={"weights": None},
+                     image_size=64, progress=False)
+
+
+class _Payload:
+    "Unpickled without weights_only, this creates the file `marker` (the way a crafted file would run any code)."
+    def __init__(self, marker): self.marker = str(marker)
+    def __reduce__(self): return (os.system, (f"touch {self.marker}",))
+
+
+def _evil(path, marker, rec:dict) -> Path:
+    torch.save({**rec, "payload": _Payload(marker)}, path); return Path(path)
+
+
+# 1. no loader runs code from a file
+def test_crafted_pickles_never_run(tmp_path):
+    marker = tmp_path/"ran"
+    evil = _evil(tmp_path/"det.fsad", marker, {"method": "knn", "config": {}, "state": {}, "fsad_nb": "0", "format": 1})
+    unsafe = f"not a fsad_nb checkpoint \\(or unsafe\\): {re.escape(str(evil))} \\(it asks to run posix.system, refused\\)"
+    with pytest.raises(FsadError, match=unsafe): Detector.load(evil)                      # Detector.load
+    with pytest.raises(FsadError, match=unsafe): load_model(evil)                          # fit_model's model files
+    ts = tmp_path/"evil.pt"; shutil.copy(evil, ts)                                        # posing as an exported graph
+    with zipfile.ZipFile(ts, "a") as z: z.writestr("det/extra/fsad_nb.json", "{}")
+    with pytest.raises(FsadError, match="evil.pt"): load_model(ts)
+    with pytest.raises(FsadError, match="det.fsad"): get_detector("knn", weights=str(evil))   # --set weights=
+    ck = _evil(tmp_path/"ck.pt", marker, {"key": {}, "epoch": 1, "history": []})       # a training checkpoint
+    with pytest.warns(UserWarning, match="not a fsad_nb checkpoint .* training starts again from epoch 0"):
+        assert load_checkpoint(ck, {}, net=torch.nn.Linear(2, 2)) is None
+    (tmp_path/"noise.fsad").write_bytes(np.random.default_rng(0).bytes(4000))            # random bytes: one line too
+    with pytest.raises(FsadError, match="not a fsad_nb checkpoint \\(or unsafe\\): .*noise.fsad"): Detector.load(tmp_path/"noise.fsad")
+    assert not marker.exists()
+
+
+def test_resumed_meta_run_with_crafted_checkpoint_recomputes(data, tmp_path):
+    make_synthetic_category(tmp_path, "other", n_train=4, n_test_good=1, n_test_defect=1, size=48, seed=5)
+    out, marker = tmp_path/"r", tmp_path/"ran"
+    (out/"synthetic"/"meta").mkdir(parents=True)
+    ck = _evil(out/"synthetic"/"meta"/"regad.pt", marker, {"key": {}, "epoch": 1, "history": []})
+    code, _, err = fsad("run", "--method", "regad", "--root", data, "--category", "synthetic", "--meta", tmp_path/"other",
+                        "--out", out, "--shots", "1", "--rounds", "1", "--image-size", "48", "--device", "cpu", "--set",
+                        "weights=None", "epochs=1", "iters_per_epoch=1", "train_batch=2", "train_size=48")
+    assert code == 0 and f"fsad: warning: not a fsad_nb checkpoint (or unsafe): {ck}" in err and "Traceback" not in err, err
+    assert not marker.exists() and torch.load(ck, weights_only=True)["epoch"] == 1          # trained again, saved safely
+
+
+# 2. thin and tiny images at predict: a row each, the batch goes on; pictures of any shape
+def test_predict_thin_and_tiny_images(tile, tile_model, tmp_path):
+    inp = tmp_path/"in"; inp.mkdir()
+    for p in _cracks(tile, 3): shutil.copy(p, inp)
+    im = Image.open(_cracks(tile, 1)[0]).convert("RGB")
+    for w, h in ((1, 1), (1, 60), (60, 1), (31, 200)): im.resize((w, h)).save(inp/f"thin_{w}x{h}.png")
+    code, out, err = fsad("predict", tile_model, inp, "--out", tmp_path/"p", "--device", "cpu")
+    assert code == 0 and "Traceback" not in err, err
+    rows = list(csv.DictReader(open(tmp_path/"p"/"scores.csv")))
+    assert [Path(r["path"]).name for r in rows] == sorted(p.name for p in inp.iterdir())       # input order, errors in place
+    assert {Path(r["path"]).name for r in rows if r["error"]} == {"thin_1x1.png", "thin_1x60.png", "thin_60x1.png", "thin_31x200.png"}
+    assert all("images must be at least 32 px" in r["error"] for r in rows if r["error"])
+    assert all((tmp_path/"p"/r["heatmap"]).is_file() for r in rows if r["score"])
+    for shape in ((1, 60), (60, 1), (1, 1), (2, 2)):                      # the picture writer, flagged everywhere
+        mk = np.ones(shape, bool); overlay_figure(np.zeros((*shape, 3), np.uint8), mk * 2.0, mk, (0, 1), 0.5).savefig(io.BytesIO())
+
+
+def test_picture_failure_never_loses_scores(tile, tile_model, tmp_path, monkeypatch):
+    def broken(*a, **k): raise RuntimeError("no room for pictures")
+    monkeypatch.setattr(deploy, "overlay_figure", broken)
+    res = predict_images(tile_model, _cracks(tile, 3), tmp_path/"p", progress=False)
+    rows = list(csv.DictReader(open(res.csv)))
+    assert len(rows) == 3 and all(r["score"] and "pictures not written (RuntimeError: no room" in r["error"] for r in rows)
+    assert len(res) == 3 and len(res.picture_errors) == 3 and "3 without pictures" in res.summary()
+    m = load_model(tile_model); calls = []
+    def interrupted(x, batch_size=32):                                  # Ctrl-C in the second batch
+        calls.append(1)
+        if len(calls) == 2: raise KeyboardInterrupt
+        return m.detector.predict(x, batch_size)
+    m.score = interrupted
+    with pytest.raises(KeyboardInterrupt): predict_images(m, _cracks(tile, 3), tmp_path/"q", batch_size=2, progress=False)
+    assert len(list(csv.DictReader(open(tmp_path/"q"/"scores.csv")))) == 2   # the first batch is on disk
+
+
+# 3. a 1x1 image never enters a support set
+def test_tiny_support_image_refused(tile, tmp_path):
+    sup = tmp_path/"sup"; sup.mkdir()
+    for p in _goods(tile, 3): shutil.copy(p, sup)
+    Image.open(_goods(tile, 1)[0]).convert("RGB").resize((1, 1)).save(sup/"dot.png")
+    code, _, err = fsad("fit", "--support", sup, "--set", "weights=None", "--image-size", "64", "--device", "cpu", "--out", tmp_path/"m.fsad")
+    assert code == 2 and f"{sup/'dot.png'}: 1x1 px; images must be at least 32 px on each side" in err and err.count("\n") == 1, err
+    assert not (tmp_path/"m.fsad").exists()
+
+
+# 4. one predict job per output folder
+def test_predict_out_owned_by_one_job(tile, tile_model, tmp_path):
+    a, b = _cracks(tile, 2), _goods(tile, 1)
+    assert fsad("predict", tile_model, *a, "--out", tmp_path/"p", "--device", "cpu")[0] == 0
+    before = (tmp_path/"p"/"scores.csv").read_bytes()
+    code, _, err = fsad("predict", tile_model, *b, "--out", tmp_path/"p", "--device", "cpu")
+    assert code == 2 and "not empty" in err and "--overwrite" in err and (tmp_path/"p"/"scores.csv").read_bytes() == before
+    code, _, err = fsad("predict", tile_model, *b, "--out", tmp_path/"p", "--device", "cpu", "--overwrite")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path/"p").rglob("*.png")) == [f"{b[0].stem}.png"] * 2     # no stale pictures
+    assert [Path(r["path"]) for r in csv.DictReader(open(tmp_path/"p"/"scores.csv"))] == b
+
+
+def test_predict_mirrors_input_folders(tile, tile_model, tmp_path):
+    res = predict_images(tile_model, [tile/"test"/"crack", tile/"test"/"good"], tmp_path/"p", progress=False, pictures=False)
+    assert any(n.startswith("crack/") for n in res.names) and any(n.startswith("good/") for n in res.names)
+    assert not any(re.search(r"-\d+$", n) for n in res.names)
+
+
+# 5. fit --out never replaces an input or a file that is not a model
+def test_fit_out_never_overwrites_inputs(tile, tmp_path, monkeypatch):
+    sup = tmp_path/"sup"; sup.mkdir()
+    for p in _goods(tile, 3): shutil.copy(p, sup)
+    victim = sorted(sup.iterdir())[0]; raw = victim.read_bytes()
+    base = ["fit", "--support", sup, "--set", "weights=None", "--image-size", "64", "--device", "cpu", "--out"]
+    code, _, err = fsad(*base, victim)
+    assert code == 2 and "names an image" in err and victim.read_bytes() == raw, err
+    (tmp_path/"notes.txt").write_text("mine")
+    code, _, err = fsad(*base, tmp_path/"notes.txt")
+    assert code == 2 and "exists and is not an fsad_nb model file" in err and (tmp_path/"notes.txt").read_text() == "mine"
+    real = os.access                                                      # a read-only folder: refused before the fit
+    monkeypatch.setattr(os, "access", lambda p, m: False if str(p) == str(tmp_path/"ro") else real(p, m))
+    (tmp_path/"ro").mkdir()
+    code, _, err = fsad(*base, tmp_path/"ro"/"m.fsad")
+    assert code == 2 and f"{tmp_path/'ro'}: not writable" in err and ".tmp" not in err, err
+
+
+# 6. one writer per run folder; a resumed run must have the same config
+def test_second_writer_and_other_config_refused(data, tmp_path):
+    from filelock import FileLock
+    out = tmp_path/"r"; out.mkdir()
+    base = ["run", "--root", data, "--category", "synthetic", "--out", out, "--shots", "1", "--rounds", "1",
+            "--image-size", "48", "--device", "cpu", "--set", "weights=None"]
+    with FileLock(out/".fsad.lock"):                                      # held as another process would hold it
+        code, _, err = fsad(*base)
+    assert code == 2 and "another fsad run is writing into this folder" in err and not (out/"synthetic").exists(), err
+    assert fsad(*base)[0] == 0
+    code, _, err = fsad(*base, "sigma=2.0", "k=2")
+    assert code == 2 and "config.k: 1 -> 2; config.sigma: 4.0 -> 2.0" in err, err
+
+
+# 7. Ctrl-C: one line, the finished rounds summarised, exit code 130
+def test_ctrl_c_ends_run_in_one_line(data, tmp_path):
+    out = tmp_path/"r"
+    cmd = [sys.executable, "-c", "import sys; from fsad_nb.cli import main; sys.exit(main())", "run", "--root", str(data),
+           "--category", "synthetic", "--out", str(out), "--shots", "1", "2", "--rounds", "30", "--image-size", "48",
+           "--device", "cpu", "--set", "weights=None"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    t0 = time.time()
+    while not list(out.glob("synthetic/k*/round*.json")) and time.time() - t0 < 240 and p.poll() is None: time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    n = len(list(out.glob("synthetic/k*/round*.json")))
+    assert err.strip().splitlines()[-1] == f"fsad: interrupted after {n} rounds; rerun the same command to resume", err
+    s = load_json(out/"synthetic"/"summary.json")
+    assert sum(r["rounds"] for r in s["by_shots"].values()) == n and (out/"summary.md").exists()
+
+
+# 8. the data home says which folder is read-only, by testing it
+def test_data_list_reports_read_only(tmp_path, monkeypatch):
+    a, b = tmp_path/"a", tmp_path/"b"; a.mkdir(); b.mkdir()
+    monkeypatch.setenv("FSAD_DATA", f"{a}:{b}")
+    assert fsad("data", "list")[1].splitlines()[0] == f"{a} (writable: downloads go here)"
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if str(p).startswith(str(tmp_path)) else real(p, m))
+    lines = fsad("data", "list")[1].splitlines()
+    assert "read-only for you" in lines[0] and any(l.startswith(f"{b} (searched, never written; read-only") for l in lines)
+
+
+# 9. a local Ray belongs to the run that started it
+def test_local_ray_shut_down_with_the_run(data, tmp_path, monkeypatch):
+    calls = []
+    class FakeRay:
+        up = False
+        def is_initialized(self): return self.up
+        def init(self, **kw): calls.append(("init", kw)); self.up = True
+        def shutdown(self): calls.append(("shutdown", {})); self.up = False
+        def put(self, x): return x
+        def remote(self, **kw): raise RuntimeError("the cluster went away")
+    monkeypatch.setitem(sys.modules, "ray", FakeRay())
+    with pytest.raises(RuntimeError, match="went away"):
+        protocol.run("knn", data, ["synthetic"], tmp_path/"r", engine="ray", workers=1, weights=None, **KW)
+    assert calls[0][0] == "init" and calls[0][1]["include_dashboard"] is False and calls[-1][0] == "shutdown"
+
+
+# weaker messages made precise
+def test_precise_messages(data, tile, tile_model, tmp_path):
+    code, _, err = fsad("fit", "--support", data/"synthetic", "--shots", "1", "--round", "-1", "--out", tmp_path/"m.fsad")
+    assert code == 2 and "--round -1: must be >= 0" in err, err
+    code, _, err = fsad("run", "--root", data, "--category", "synthetic", "--out", tmp_path/"r", "--set", "sigma=1e400")
+    assert code == 2 and "--set sigma=1e400: not a finite number" in err, err
+    inp = tmp_path/"in"; (inp/"more").mkdir(parents=True)                 # sub-folders and dangling links are reported
+    for p in _cracks(tile, 2): shutil.copy(p, inp)
+    shutil.copy(_cracks(tile, 1)[0], inp/"more"/"x.jpg"); (inp/"lost.jpg").symlink_to(tmp_path/"gone.jpg")
+    code, out, err = fsad("predict", tile_model, inp, "--out", tmp_path/"p", "--device", "cpu")
+    assert code == 0 and "fsad: warning:" in err and "1 images in sub-folders not read (more)" in err and "--recursive" in err, err
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(open(tmp_path/"p"/"scores.csv"))}
+    assert "a link to" in rows["lost.jpg"]["error"] and "x.jpg" not in rows
+    code, out, err = fsad("predict", tile_model, inp, "--out", tmp_path/"p2", "--device", "cpu", "--recursive")
+    assert code == 0 and "x.jpg" in {Path(r["path"]).name for r in csv.DictReader(open(tmp_path/"p2"/"scores.csv"))}
+    shutil.copytree(data/"synthetic", tmp_path/"nogt"/"synthetic"); shutil.rmtree(tmp_path/"nogt"/"synthetic"/"ground_truth")
+    with pytest.raises(FsadError, match="LABELS_ONLY"): MVTecLayout(tmp_path/"nogt", "synthetic", "test")
