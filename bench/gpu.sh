@@ -41,4 +41,10 @@ run dfd_fit 300 python bench/dfd_fit.py --method dfd --device cuda --shots 2 --o
 run simplenet_fit 200 python bench/dfd_fit.py --method simplenet --device cuda --shots 2 --out "$OUT/simplenet_fit.json"
 # TDG at the paper's setting, K = 5, one class (target < 120 s)
 run tdg_fit 300 python bench/tdg_oneclass.py --preset paper --device cuda --classes 0 --shots 5 --rounds 1 --n-test 1000 --fresh --out "$OUT/tdg_fit.json"
+# ours vs the authors' code, side by side: one training step and one predict per method, same threads, batch and
+# sizes, on the CPU (their code is run through CPU shims); needs their clones in $OFFICIAL (RegAD, UniAD, DFD, ...)
+OFFICIAL=${OFFICIAL:-../official}
+if [ -d "$OFFICIAL/RegAD" ]; then
+  run equivalence_speed 900 python bench/equivalence.py --official "$OFFICIAL" --speed --threads 8 --json "$OUT/equivalence.json"
+else echo "equivalence_speed: skipped (no $OFFICIAL/RegAD; OFFICIAL=DIR bash bench/gpu.sh)"; fi
 ls -la "$OUT"
