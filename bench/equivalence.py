@@ -112,7 +112,9 @@ def authors_code(root:Path, stubs:dict|None=None):
         torch.Tensor.cuda, nn.Module.cuda, torch.Tensor.get_device = saved["tcuda"], saved["mcuda"], saved["getdev"]
         if saved["antialias"] is None: del Image.ANTIALIAS
         sys.path[:], sys.dont_write_bytecode = path, bytecode
-        for k in set(sys.modules) - before: del sys.modules[k]
+        for k in set(sys.modules) - before:                         # their modules and the stubs, nothing else
+            f = getattr(sys.modules[k], "__file__", None) or ""
+            if k in (stubs or {}) or f.startswith(str(Path(root).resolve())) or f.startswith(str(root)): del sys.modules[k]
 
 def magnetic_tile(n_support:int=1):
     "Real images: `n_support` normal training images, one normal and one cracked test image (paths)."
@@ -125,6 +127,15 @@ def as_input(paths, size:int) -> torch.Tensor:
     "Our data layer's tensor, rounded to float16 and back (so the fixtures hold it exactly)."
     from fsad_nb.data import load_images
     return load_images(paths, size).half().float()
+
+def race(fa, fb, reps:int=3) -> tuple[float, float]:
+    "Median wall times of fa() and fb(), run alternately (after one warm-up each), so that load on a shared machine "
+    "affects both alike."
+    fa(); fb(); ta, tb = [], []
+    for _ in range(reps):
+        t = time.perf_counter(); fa(); ta.append(time.perf_counter() - t)
+        t = time.perf_counter(); fb(); tb.append(time.perf_counter() - t)
+    return float(np.median(ta)), float(np.median(tb))
 
 def timed(f, reps:int=3, warmup:bool=True) -> float:
     "Median wall time of f() in seconds (after one warm-up call unless `warmup` is False)."
@@ -423,7 +434,7 @@ def regad_speed(root, case) -> dict:
     def ours_step():
         loss = net.loss(xq, xs.expand(len(xq), -1, -1, -1)); opt.zero_grad(); loss.backward(); opt.step()
     def ours_predict(): det.fit(xs); det._cache = None; det.predict(xq)
-    res = dict(ours_train_step=timed(ours_step), ours_fit_predict=timed(ours_predict, 1, False))
+    res = {}
     with authors_code(root):
         import importlib
         mods = _regad_modules()
@@ -440,7 +451,8 @@ def regad_speed(root, case) -> dict:
                 with contextlib.redirect_stderr(io.StringIO()):
                     te.test(types.SimpleNamespace(stn_mode="rotation_scale"), [STN, ENC, PRED], 0, [norm(xs)], ql)
             finally: te.embedding_concat = concat
-        res.update(theirs_train_step=timed(their_step), theirs_fit_predict=timed(their_predict, 1, False))
+        res["ours_train_step"], res["theirs_train_step"] = race(ours_step, their_step, 3)
+        res["ours_fit_predict"], res["theirs_fit_predict"] = timed(ours_predict, 1, False), timed(their_predict, 1, False)
     res["ratio_train_step"] = res["ours_train_step"] / res["theirs_train_step"]
     res["ratio_fit_predict"] = res["ours_fit_predict"] / res["theirs_fit_predict"]
     return res
@@ -677,7 +689,7 @@ def uniad_speed(root, case) -> dict:
     def ours_pred():
         net.eval()
         with torch.no_grad(): (net(t)["rec"] - t).norm(dim=-1)
-    res = dict(ours_train_step=timed(ours_step, 5), ours_predict=timed(ours_pred, 5))
+    res = {}
     with authors_code(root, _stubs(UNIAD_STUBS)):
         mods = _uniad_modules()
         m = _uniad_their_model(mods, C); m.load_state_dict(seeded_state(case["keys"]))
@@ -689,7 +701,8 @@ def uniad_speed(root, case) -> dict:
         def their_pred():
             m.eval()
             with torch.no_grad(): m({"feature_align": align})
-        res.update(theirs_train_step=timed(their_step, 5), theirs_predict=timed(their_pred, 5))
+        res["ours_train_step"], res["theirs_train_step"] = race(ours_step, their_step, 5)
+        res["ours_predict"], res["theirs_predict"] = race(ours_pred, their_pred, 5)
     res["ratio_train_step"] = res["ours_train_step"] / res["theirs_train_step"]
     res["ratio_predict"] = res["ours_predict"] / res["theirs_predict"]
     return res
@@ -966,7 +979,7 @@ def dfd_speed(root, case) -> dict:
             Pt, grid = D.band_tokens(fe, case["image"], cfg); g, p = D.branch_scores(nets.eval(), Pt, grid)
             D.smooth_maps(g.view(1, *grid), 256, 4.0); D.smooth_maps(p.view(1, *grid), 256, 4.0)
         nets.train()
-    res = dict(ours_train_step=timed(ours_step, 1), ours_predict=timed(ours_predict, 1))
+    res = {}
     with authors_code(root, _dfd_stubs()):
         mods = _dfd_modules()
         import torchvision
@@ -980,7 +993,9 @@ def dfd_speed(root, case) -> dict:
         sample = dict(mask=torch.zeros(1, 1, 256, 256), lab=xn[:1], res=xn[:1])
         def their_predict():
             with contextlib.redirect_stderr(io.StringIO()), warnings_off(): m.predict([sample, sample])
-        res.update(theirs_train_step=timed(their_step, 1), theirs_predict=timed(their_predict, 1) / 2)
+        res["ours_train_step"], res["theirs_train_step"] = race(ours_step, their_step, 1)
+        res["ours_predict"], res["theirs_predict"] = race(ours_predict, their_predict, 1)
+        res["theirs_predict"] /= 2                                     # their predict ran 2 images
     res["ratio_train_step"] = res["ours_train_step"] / res["theirs_train_step"]
     res["ratio_predict"] = res["ours_predict"] / res["theirs_predict"]
     return res
@@ -1001,6 +1016,144 @@ def dfd_run(root:Path, write:bool=False, speed:bool=False):
     rows = [row("DFD", st, ours[st.name], theirs[st.name]) for st in DFD_STAGES]
     if write: write_fixture("dfd", {k: case[k] for k in DFD_TENSORS}, {k: case[k] for k in DFD_META}, theirs, ours, DFD_STAGES)
     return rows, (dfd_speed(root, case) if speed else None)
+
+# ----------------------------------------------------------------------------------------------------------
+# SimpleNet (Liu et al., CVPR 2023): DIR/SimpleNet. Its feature aggregation (common.py Preprocessing, MeanMapper,
+# Aggregator) is DFD's, character for character, so the DFD row "aggregation to 1536" covers it.
+# Key map: discriminator.body.block1.{0,1}, tail -> D_G.body.{0,1}, D_G.tail; pre_projection.layers.0fc -> adaptor.
+# Grid 36 x 36: their MVTec run (run.sh) resizes to 329 and crops 288, stride 8.
+# ----------------------------------------------------------------------------------------------------------
+SN_GRID, SN_SIZE = 36, 288
+SIMPLENET_STAGES = [
+    Stage("discriminator (2 layers, hidden 1024), eval"), Stage("projection (pre_proj 1)"),
+    Stage("patch scores -D"),
+    Stage("segmentation: upsample + Gaussian sigma 4 (RescaleSegmentor)", differs="scipy 'reflect' vs torchvision "
+          "'reflect' at the border (as DFD)"),
+    Stage("segmentation, >= 16 px from the border"),
+    Stage("image score", differs="theirs: max of the token scores -D; ours: max of the upsampled, smoothed map"),
+]
+
+def simplenet_keys(mods):
+    D = mods["simplenet"].Discriminator(1536, n_layers=2, hidden=1024)
+    P = mods["simplenet"].Projection(1536, 1536, 1, 0)
+    return [(f"discriminator.{k}", s) for k, s in keys_shapes(D.state_dict())] + \
+           [(f"pre_projection.{k}", s) for k, s in keys_shapes(P.state_dict())]
+
+def simplenet_key(k:str) -> str:
+    return k.replace("discriminator.body.block1.", "D_G.body.").replace("discriminator.tail.", "D_G.tail.") \
+            .replace("pre_projection.layers.0fc.", "adaptor.")
+
+def simplenet_tokens(): return seeded_tensor("simplenet.tokens", (SN_GRID * SN_GRID, 1536)) * math.sqrt(1536) * 0.5
+
+def simplenet_theirs(root:Path, case:dict) -> dict:
+    out = {}
+    with authors_code(root, {**_stubs(("faiss",)), "torch.utils.tensorboard": _dfd_stubs()["torch.utils.tensorboard"]}):
+        import importlib
+        mods = {"simplenet": importlib.import_module("simplenet"), "common": importlib.import_module("common")}
+        case["keys"] = simplenet_keys(mods)
+        sd = seeded_state(case["keys"])
+        D = mods["simplenet"].Discriminator(1536, n_layers=2, hidden=1024).eval()
+        P = mods["simplenet"].Projection(1536, 1536, 1, 0).eval()
+        D.load_state_dict({k[14:]: v for k, v in sd.items() if k.startswith("discriminator.")})
+        P.load_state_dict({k[15:]: v for k, v in sd.items() if k.startswith("pre_projection.")})
+        t = simplenet_tokens()
+        with torch.no_grad():
+            out["discriminator (2 layers, hidden 1024), eval"] = D(t)[:, 0]
+            q = P(t); out["projection (pre_proj 1)"] = q
+            s = -D(q); out["patch scores -D"] = s[:, 0]
+            seg = mods["common"].RescaleSegmentor("cpu", (SN_SIZE, SN_SIZE))
+            masks, _ = seg.convert_to_segmentation(s.view(1, SN_GRID, SN_GRID).numpy(), q.view(1, SN_GRID, SN_GRID, -1).numpy())
+            out["segmentation: upsample + Gaussian sigma 4 (RescaleSegmentor)"] = torch.from_numpy(masks[0])
+            out["segmentation, >= 16 px from the border"] = torch.from_numpy(masks[0])[16:-16, 16:-16]
+            out["image score"] = s.max()                                 # their patch_maker.score on -D
+    return out
+
+def simplenet_ours_outputs(case:dict) -> dict:
+    from fsad_nb.methods.dfd import build_nets, SimpleNetConfig, branch_scores
+    from fsad_nb.detector import smooth_maps, max_scores
+    nets = build_nets(1536, (SN_GRID, SN_GRID), SimpleNetConfig(weights=None), seed=0).eval()
+    nets.load_state_dict({simplenet_key(k): v for k, v in seeded_state(case["keys"]).items()})
+    t, out = simplenet_tokens(), {}
+    with torch.no_grad():
+        out["discriminator (2 layers, hidden 1024), eval"] = nets.D_G(t[None])[0]
+        out["projection (pre_proj 1)"] = nets.adaptor(t)
+        g, _ = branch_scores(nets, t[None, None], (SN_GRID, SN_GRID))
+        out["patch scores -D"] = g[0]
+        m = smooth_maps(g.view(1, SN_GRID, SN_GRID), SN_SIZE, 4.0)
+        out["segmentation: upsample + Gaussian sigma 4 (RescaleSegmentor)"] = m[0]
+        out["segmentation, >= 16 px from the border"] = m[0, 16:-16, 16:-16]
+        out["image score"] = max_scores(m)[0]
+    return out
+
+SIMPLENET_META = ("keys",)
+
+def simplenet_run(root:Path, write:bool=False, speed:bool=False):
+    case = {}
+    theirs = simplenet_theirs(root, case)
+    ours = simplenet_ours_outputs(case)
+    rows = [row("SimpleNet", st, ours[st.name], theirs[st.name]) for st in SIMPLENET_STAGES]
+    if write: write_fixture("simplenet", {}, {k: case[k] for k in SIMPLENET_META}, theirs, ours, SIMPLENET_STAGES)
+    return rows, None          # its training step and predict are DFD's with parts switched off: see DFD's timings
+
+# ----------------------------------------------------------------------------------------------------------
+# TDG (Sheynin et al., ICCV 2021): DIR/A-Hierarchical-Transformation-Discriminating-Generative-Model-for-...
+# Only FewShot_models/models.py is imported: their transformation code needs kornia.augmentation.functional,
+# which kornia removed (0.7), and their scoring is inline in defect_detection_evaluation.py, not a function.
+# Key map (one scale, nfc = min_nfc = 32, 5 layers, 3x3, no padding):
+#   G: head.conv/norm -> body.0.0/body.0.1; body.block{i}.conv/norm -> body.{i}.0/.1; tail.0 -> tail.0
+#   D (WDiscriminatorMulti, 54 transforms + fake): same for head/body; tail -> tail
+# Their G is called as netG(cat(pad(z + prev), id), pad(prev)) (training.py: m_noise, m_image, pad_image_id).
+# ----------------------------------------------------------------------------------------------------------
+TDG_ROOT = "A-Hierarchical-Transformation-Discriminating-Generative-Model-for-Few-Shot-Anomaly-Detection"
+TDG_STAGES = [Stage("generator, one scale (64 px, image index 1)"), Stage("discriminator, one scale (55 logits per patch)")]
+
+def tdg_key(k:str) -> str:
+    k = k.replace("head.conv.", "body.0.0.").replace("head.norm.", "body.0.1.")
+    for i in (1, 2, 3): k = k.replace(f"body.block{i}.conv.", f"body.{i}.0.").replace(f"body.block{i}.norm.", f"body.{i}.1.")
+    return k
+
+def _tdg_opt(): return types.SimpleNamespace(nc_im=3, nfc=32, min_nfc=32, ker_size=3, padd_size=0, num_layer=5, num_transforms=54)
+
+def tdg_case() -> dict:
+    _, qry = magnetic_tile(1)
+    x = as_input(qry[1:], 64) * 2 - 1                                    # their functions.norm: [-1, 1]
+    return dict(image=x, paths=[str(qry[1])], prev=as_input(qry[:1], 64) * 2 - 1)
+
+def tdg_theirs(root:Path, case:dict) -> dict:
+    out = {}
+    with authors_code(root):
+        import importlib
+        M = importlib.import_module("FewShot_models.models")
+        G, D = M.GeneratorConcatSkip2CleanAdd(_tdg_opt()).eval(), M.WDiscriminatorMulti(_tdg_opt()).eval()
+        case["keys_G"], case["keys_D"] = keys_shapes(G.state_dict()), keys_shapes(D.state_dict())
+        G.load_state_dict({k[2:]: v for k, v in seeded_state([("G." + k, s) for k, s in case["keys_G"]]).items()})
+        D.load_state_dict({k[2:]: v for k, v in seeded_state([("D." + k, s) for k, s in case["keys_D"]]).items()})
+        z, prev = 0.1 * seeded_tensor("tdg.z", (1, 3, 64, 64)), case["prev"]
+        pad = nn.ZeroPad2d(5)
+        with torch.no_grad():
+            x_in = torch.cat([pad(z) + pad(prev), torch.full((1, 1, 74, 74), 1.0)], 1)
+            out["generator, one scale (64 px, image index 1)"] = G(x_in, pad(prev))
+            out["discriminator, one scale (55 logits per patch)"] = D(case["image"])
+    return out
+
+def tdg_ours_outputs(case:dict) -> dict:
+    from fsad_nb.methods.tdg import Generator, Discriminator
+    G, D = Generator(32, 3).eval(), Discriminator(32, 55, 3).eval()
+    G.load_state_dict({tdg_key(k[2:]): v for k, v in seeded_state([("G." + k, s) for k, s in case["keys_G"]]).items()})
+    D.load_state_dict({tdg_key(k[2:]): v for k, v in seeded_state([("D." + k, s) for k, s in case["keys_D"]]).items()})
+    z = 0.1 * seeded_tensor("tdg.z", (1, 3, 64, 64))
+    with torch.no_grad():
+        return {"generator, one scale (64 px, image index 1)": G(z, case["prev"], torch.tensor([1])),
+                "discriminator, one scale (55 logits per patch)": D(case["image"])}
+
+def tdg_run(root:Path, write:bool=False, speed:bool=False):
+    case = tdg_case()
+    theirs = tdg_theirs(root, case)
+    ours = tdg_ours_outputs(case)
+    rows = [row("TDG", st, ours[st.name], theirs[st.name]) for st in TDG_STAGES]
+    if write: write_fixture("tdg", {k: case[k] for k in ("image", "prev")}, {k: case[k] for k in ("keys_G", "keys_D", "paths")},
+                            theirs, ours, TDG_STAGES)
+    return rows, None
 
 # ----------------------------------------------------------------------------------------------------------
 # defaults: ours (the config dataclass, read live) beside what the authors' code runs with
@@ -1049,6 +1202,47 @@ DEFAULTS = {
          "models/initializer.py, nn.MultiheadAttention", "not measured: changes only the starting point"),
         ("neck / map resizing", "bilinear, align_corners=False", "nn.UpsamplingBilinear2d (align_corners=True)",
          "models/necks/mfcn.py, models/reconstructions/uniad.py", "see the stages 'neck' and 'map upsampled x16'"),
+    ]),
+    "dfd": ("fsad_nb.methods.dfd:DFDConfig", [
+        ("backbone", "efficientnet_lite0", "wideresnet50", "main.py --backbone_name", "offline weights; wide_resnet50_2 selectable"),
+        ("layers", (1, 2), (1, 2), "main.py -le layer2 layer3", ""),
+        ("patch_size", 3, 3, "main.py --patchsize", ""), ("n_augment", 80, 80, "main.py --num", ""),
+        ("rotation", 90.0, 90.0, "data_loader.py: rotate +-90", ""),
+        ("p_normal", 0.3, 0.2, "data_loader.py MVTecTrainDataset (VisA: 0.3)", "the paper's 70 % pseudo-anomalies"),
+        ("hidden", 1024, 1024, "main.py --dsc_hidden", ""), ("vit_heads", 16, 16, "Discriminator_perlin num_heads", ""),
+        ("noise_std", None, 0.015, "model.load noise_std", "None = 0.015 for wide_resnet50_2, scaled to the features otherwise"),
+        ("margin", 0.5, 0.5, "cal_loss_* (0.5)", ""),
+        ("lambda_per", 2.0, 1.0, "train_module: loss = gaussian + perlin + sim", "the paper's MVTec value (Sec. 4.1)"),
+        ("lambda_sim", 0.02, 1.0, "train_module: loss = gaussian + perlin + sim", "the paper's MVTec value (Sec. 4.1)"),
+        ("epochs", 80, 80, "main.py --meta_epochs 20 x --epochs 4", ""), ("batch_size", 8, 8, "main.py --batch_size", ""),
+        ("lr_adaptor", 5e-4, 5e-4, "main.py --lr_proj", ""), ("lr_gaussian", 2e-4, 2e-4, "main.py --lr_gaussian", ""),
+        ("lr_perlin", 1e-4, 1e-4, "main.py --lr_perlin", ""), ("weight_decay", 1e-5, 1e-5, "model.load Adam groups", ""),
+        ("lr_min", 4e-5, 4e-5, "CosineAnnealingLR eta_min = lr_perlin * 0.4", ""),
+        ("sigma", 4.0, 4, "cal_map gaussian_filter(sigma=4)", ""), ("seed", None, 0, "main.py --seed", "the protocol seeds each round"),
+        ("normalise", "train", "test", "predict(): min-max over the test set", "deliberate: no test-set statistics"),
+    ], [
+        ("schedule", "cosine over the 80 epochs", "cosine T_max = (meta_epochs - 1) x epochs = 76, per epoch",
+         "model.load dsc_schl", "theirs reaches eta_min 4 epochs early"),
+        ("checkpoint", "the last", "the best of 20 on the TEST set (I-AUROC + P-AUROC + AUPRO)", "model.train",
+         "deliberate: no choice on the test set"),
+        ("colour order", "RGB", "BGR (cv2.imread) normalised with RGB ImageNet statistics", "data_loader.py",
+         "their bug; no effect on grey images such as magnetic_tile"),
+        ("image size", "the protocol's (224 by default)", "256 (cv2.resize, no antialiasing)", "main.py --imagesize", ""),
+    ]),
+    "simplenet": ("fsad_nb.methods.dfd:SimpleNetConfig", [
+        ("backbone", "efficientnet_lite0", "wideresnet50", "run.sh -b", "offline weights; wide_resnet50_2 selectable"),
+        ("layers", (1, 2), (1, 2), "run.sh -le layer2 -le layer3", ""), ("patch_size", 3, 3, "run.sh --patchsize", ""),
+        ("hidden", 1024, 1024, "run.sh --dsc_hidden (--dsc_layers 2)", ""), ("margin", 0.5, 0.5, "run.sh --dsc_margin", ""),
+        ("noise_std", None, 0.015, "run.sh --noise_std", "None = 0.015 for wide_resnet50_2, scaled otherwise"),
+        ("epochs", 160, 160, "run.sh --meta_epochs 40 x --gan_epochs 4", ""), ("batch_size", 8, 8, "run.sh --batch_size", ""),
+        ("lr_gaussian", 2e-4, 2e-4, "main.py --dsc_lr", ""), ("weight_decay", 1e-5, 1e-5, "dsc_opt", ""),
+        ("lr_adaptor", 5e-4, 1e-4, "simplenet.py: AdamW(pre_projection, lr * 0.1), lr = 1e-3", "DFD's value (Adam)"),
+        ("lr_min", 4e-5, 8e-5, "CosineAnnealingLR eta_min = dsc_lr * 0.4", "DFD's value"),
+        ("n_augment", 1, 1, "no augmentation (run.sh)", ""), ("sigma", 4.0, 4, "RescaleSegmentor smoothing", ""),
+    ], [
+        ("image size", "the protocol's (224 by default)", "resize 329, centre crop 288", "run.sh --resize/--imagesize", ""),
+        ("image score", "max of the smoothed map", "max of the token scores -D", "simplenet.py _predict", "see the stage"),
+        ("checkpoint", "the last", "the best on the TEST set", "simplenet.py train", "deliberate"),
     ]),
 }
 
@@ -1103,7 +1297,9 @@ def read_fixture(name):
     return {**case, **j["meta"]}, theirs, j["stages"]
 
 # ----------------------------------------------------------------------------------------------------------
-METHODS = {"regad": (regad_run, "RegAD"), "uniad": (uniad_run, "UniAD"), "dfd": (dfd_run, "DFD")}
+METHODS = {"regad": (regad_run, "RegAD"), "uniad": (uniad_run, "UniAD"), "dfd": (dfd_run, "DFD"),
+           "simplenet": (simplenet_run, "SimpleNet"), "tdg": (tdg_run, TDG_ROOT)}
+SPEED = {"regad": lambda r, c: regad_speed(r, c), "uniad": lambda r, c: uniad_speed(r, c), "dfd": lambda r, c: dfd_speed(r, c)}
 
 def print_rows(rows):
     w = max(len(r["stage"]) for r in rows)
@@ -1118,6 +1314,7 @@ def main(argv=None):
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--write-fixtures", action="store_true", help="(re)write tests/fixtures/official/")
     p.add_argument("--speed", action="store_true", help="also time one training step and one predict, ours vs theirs")
+    p.add_argument("--speed-only", action="store_true", help="only the timings (the case comes from the fixtures)")
     p.add_argument("--json", type=Path, default=ROOT/"bench"/"results"/"equivalence.json")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
@@ -1127,10 +1324,15 @@ def main(argv=None):
         run, folder = METHODS[m]
         root = a.official/folder
         if not root.is_dir(): raise SystemExit(f"{root}: no such folder (clone the authors' repository there)")
+        if a.speed_only:
+            case = read_fixture(m)[0]
+            if m == "uniad": case["their_tokens"] = case["their_tokens"]
+            if m == "dfd": case = dfd_seeded(case)
+            speeds[m] = SPEED[m](root, case); continue
         rows, sp = run(root, a.write_fixtures, a.speed)
         allrows += rows
         if sp: speeds[m] = sp
-    print_rows(allrows)
+    if allrows: print_rows(allrows)
     print_defaults(a.methods)
     for m, s in speeds.items(): print(m, json.dumps({k: round(v, 4) for k, v in s.items()}))
     a.json.parent.mkdir(parents=True, exist_ok=True)

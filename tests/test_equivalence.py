@@ -39,6 +39,18 @@ def test_regad_matches_authors():
 def test_uniad_matches_authors():
     _check("uniad", eq.uniad_ours_outputs)
 
+@pytest.mark.skipif(not (eq.FIXTURES/"dfd.npz").is_file(), reason="no DFD fixture")
+def test_dfd_matches_authors():
+    _check("dfd", eq.dfd_ours_from_fixture)
+
+@pytest.mark.skipif(not (eq.FIXTURES/"simplenet.npz").is_file(), reason="no SimpleNet fixture")
+def test_simplenet_matches_authors():
+    _check("simplenet", eq.simplenet_ours_outputs)
+
+@pytest.mark.skipif(not (eq.FIXTURES/"tdg.npz").is_file(), reason="no TDG fixture")
+def test_tdg_matches_authors():
+    _check("tdg", eq.tdg_ours_outputs)
+
 def test_defaults_table_is_current():
     "Every listed default of ours is the value our config holds now (the table in the bench cannot go stale)."
     for method, rows in eq.DEFAULTS.items():
