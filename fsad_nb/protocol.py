@@ -19,8 +19,8 @@ from .detector import get_detector, method_class   # methods are imported on fir
 
 # %% auto #0
 __all__ = ['METRICS', 'RunSpec', 'run_lock', 'run_round', 'load_round', 'leave_target_out', 'run_category', 'summarise',
-           'summary_table', 'CategoriesFailed', 'RunInterrupted', 'summarise_finished', 'run', 'stop_ray', 'ray_rounds',
-           'replay_round', 'fixed_subset', 'one_class_rounds', 'summarise_one_class']
+           'summary_table', 'CategoriesFailed', 'RunInterrupted', 'summarise_finished', 'run', 'reaper', 'stop_ray',
+           'ray_rounds', 'replay_round', 'fixed_subset', 'one_class_rounds', 'summarise_one_class']
 
 # %% ../nbs/20_protocol.ipynb #32fb8c38
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -290,6 +290,27 @@ def _ray_task(method:str, config:dict, device, pool, test, K:int, r:int, idx:lis
 
 _OWN_RAY: list = []           # the local Ray this process started (stopped by stop_ray, at exit at the latest)
 
+_REAPER = """
+import os, sys, time, psutil
+driver, known, me = psutil.Process(int(sys.argv[1])), {}, os.getpid()
+while driver.is_running() and driver.status() != psutil.STATUS_ZOMBIE:   # note every process the driver starts ...
+    try: known.update({p.pid: p for p in driver.children(recursive=True) if p.pid != me})
+    except psutil.Error: pass
+    time.sleep(float(sys.argv[2]))
+for p in known.values():                                                  # ... and end those left when it is gone
+    try: p.kill()
+    except psutil.Error: pass
+"""
+
+def reaper(pid:int|None=None, every:float=1.0):
+    "A watchdog process that ends `pid`'s descendants once `pid` is gone, however it ended (`kill -9` runs no atexit). "
+    "Needs psutil; returns the watchdog's Popen, or None without psutil."
+    import subprocess, sys
+    try: import psutil  # noqa: F401
+    except ImportError: return None
+    return subprocess.Popen([sys.executable, "-c", _REAPER, str(pid or os.getpid()), str(every)],
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
 def _ray(address=None, workers=None):
     "The `ray` module, connected to `address` or to a local Ray with `workers` CPUs (started once, without dashboard)."
     try: import ray
@@ -297,14 +318,15 @@ def _ray(address=None, workers=None):
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=None if address else workers, log_to_driver=False,
                  include_dashboard=False, configure_logging=False)
-        if address is None and not _OWN_RAY: _OWN_RAY.append(ray); atexit.register(stop_ray)
+        if address is None and not _OWN_RAY: _OWN_RAY.append((ray, reaper())); atexit.register(stop_ray)
     return ray
 
 def stop_ray():
     "Shut down the local Ray this process started, if any (a joined cluster is left running)."
     while _OWN_RAY:
-        ray = _OWN_RAY.pop()
+        ray, watchdog = _OWN_RAY.pop()
         if ray.is_initialized(): ray.shutdown()
+        if watchdog is not None: watchdog.kill(); watchdog.wait()
 
 def ray_rounds(det, pool, test, todo, sets, seed, batch_size, out, category, meta, ckpt, address=None, workers=None,
                progress=False) -> list[dict]:
