@@ -1105,7 +1105,34 @@ def simplenet_run(root:Path, write:bool=False, speed:bool=False):
 # Their G is called as netG(cat(pad(z + prev), id), pad(prev)) (training.py: m_noise, m_image, pad_image_id).
 # ----------------------------------------------------------------------------------------------------------
 TDG_ROOT = "A-Hierarchical-Transformation-Discriminating-Generative-Model-for-Few-Shot-Anomaly-Detection"
-TDG_STAGES = [Stage("generator, one scale (64 px, image index 1)"), Stage("discriminator, one scale (55 logits per patch)")]
+TDG_STAGES = [Stage("generator, one scale (64 px, image index 1)"), Stage("discriminator, one scale (55 logits per patch)"),
+              *[Stage(f"{n} {c} transformations without a shift (flips, quarter turns, grey)", tol=1e-4,
+                      why_tol="kornia turns by 90 degrees through bilinear sampling with a float rotation matrix")
+                for n, c in ((54, "RGB"), (42, "grey"))],
+              *[Stage(f"{n} {c} transformations with a shift", differs="their translation goes through kornia warp_affine: bilinear resampling with kornia 0.4's pixel "
+                    "normalisation (a ~1/63 stretch at 64 px) and grid_sample reflection padding; ours moves by whole "
+                    "pixels (int(0.15 s)) with reflect padding: the same shift up to resampling") for n, c in ((54, "RGB"), (42, "grey"))],
+              Stage("their apply_augmentation without CUDA (bare except)", differs="theirs: .cuda() raises on a machine "
+                    "without CUDA, their bare `except:` returns the image unchanged, so all transformations are the "
+                    "identity and D's task is void; ours transforms (compare the row above)")]
+# Their augments_transform_color.py needs kornia.augmentation.functional (kornia <= 0.4): installed apart, e.g.
+#   pip install --no-deps --target .venv/kornia04 kornia==0.4.1
+KORNIA_OLD = ROOT/".venv"/"kornia04"
+
+@contextlib.contextmanager
+def old_kornia(path:Path):
+    "kornia from `path` importable instead of the installed one, for the duration only."
+    saved = {k: v for k, v in sys.modules.items() if k == "kornia" or k.startswith("kornia.")}
+    for k in saved: del sys.modules[k]
+    sys.path.insert(0, str(path))
+    try: yield
+    finally:
+        sys.path.remove(str(path))
+        for k in [k for k in sys.modules if k == "kornia" or k.startswith("kornia.")]: del sys.modules[k]
+        sys.modules.update(saved)
+
+def tdg_stage_name(n, colour, shifted):
+    return f"{n} {'RGB' if colour else 'grey'} transformations " + ("with a shift" if shifted else "without a shift (flips, quarter turns, grey)")
 
 def tdg_key(k:str) -> str:
     k = k.replace("head.conv.", "body.0.0.").replace("head.norm.", "body.0.1.")
@@ -1120,7 +1147,7 @@ def tdg_case() -> dict:
     return dict(image=x, paths=[str(qry[1])], prev=as_input(qry[:1], 64) * 2 - 1)
 
 def tdg_theirs(root:Path, case:dict) -> dict:
-    out = {}
+    out, saved_cuda = {}, torch.Tensor.cuda
     with authors_code(root):
         import importlib
         M = importlib.import_module("FewShot_models.models")
@@ -1134,6 +1161,22 @@ def tdg_theirs(root:Path, case:dict) -> dict:
             x_in = torch.cat([pad(z) + pad(prev), torch.full((1, 1, 74, 74), 1.0)], 1)
             out["generator, one scale (64 px, image index 1)"] = G(x_in, pad(prev))
             out["discriminator, one scale (55 logits per patch)"] = D(case["image"])
+        from fsad_nb.methods.tdg import transform_set
+        if not KORNIA_OLD.is_dir(): raise SystemExit(f"{KORNIA_OLD}: missing (pip install --no-deps --target {KORNIA_OLD} kornia==0.4.1)")
+        with old_kornia(KORNIA_OLD), warnings_off():
+            A = importlib.import_module("FewShot_models.augments_transform_color")
+            x = case["image"]
+            for n, colour in ((54, True), (42, False)):
+                for shifted in (False, True):
+                    ts = [t for t in transform_set(colour) if bool(t.tx or t.ty) == shifted]
+                    out[tdg_stage_name(n, colour, shifted)] = torch.cat(
+                        [A.apply_transform(x, t.flip, t.tx, t.ty, t.rot, int(t.grey)) for t in ts])
+            tr = importlib.import_module("FewShot_models.training")
+            cuda = torch.Tensor.cuda
+            torch.Tensor.cuda = saved_cuda                          # as on a machine without CUDA: no shim
+            try: out["their apply_augmentation without CUDA (bare except)"] = torch.cat(
+                    [tr.apply_augmentation(x, t.flip, t.tx, t.ty, t.rot, int(t.grey)) for t in transform_set(True)])
+            finally: torch.Tensor.cuda = cuda
     return out
 
 def tdg_ours_outputs(case:dict) -> dict:
@@ -1142,9 +1185,17 @@ def tdg_ours_outputs(case:dict) -> dict:
     G.load_state_dict({tdg_key(k[2:]): v for k, v in seeded_state([("G." + k, s) for k, s in case["keys_G"]]).items()})
     D.load_state_dict({tdg_key(k[2:]): v for k, v in seeded_state([("D." + k, s) for k, s in case["keys_D"]]).items()})
     z = 0.1 * seeded_tensor("tdg.z", (1, 3, 64, 64))
+    from fsad_nb.methods.tdg import transform_set, apply_transform
+    x = case["image"]
     with torch.no_grad():
-        return {"generator, one scale (64 px, image index 1)": G(z, case["prev"], torch.tensor([1])),
-                "discriminator, one scale (55 logits per patch)": D(case["image"])}
+        out = {"generator, one scale (64 px, image index 1)": G(z, case["prev"], torch.tensor([1])),
+               "discriminator, one scale (55 logits per patch)": D(case["image"])}
+    for n, colour in ((54, True), (42, False)):
+        for shifted in (False, True):
+            ts = [t for t in transform_set(colour) if bool(t.tx or t.ty) == shifted]
+            out[tdg_stage_name(n, colour, shifted)] = torch.cat([apply_transform(x, t) for t in ts])
+    out["their apply_augmentation without CUDA (bare except)"] = torch.cat([apply_transform(x, t) for t in transform_set(True)])
+    return out
 
 def tdg_run(root:Path, write:bool=False, speed:bool=False):
     case = tdg_case()
