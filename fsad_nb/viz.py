@@ -72,8 +72,8 @@ def _colour_bar(fig, axs, rows:int):
     cb.set_label("anomaly score", fontsize=8); cb.ax.tick_params(labelsize=7)
 
 def _column_title(labels, scores, i) -> str:
-    "good/defect and the image score of item `i`."
-    t = [] if labels is None else ["defect" if labels[i] else "good"]
+    "The label of item `i` (good/defect for 0/1, a name such as a defect type as it is) and its image score."
+    t = [] if labels is None else [labels[i] if isinstance(labels[i], str) else "defect" if labels[i] else "good"]
     if scores is not None: t.append(f"score {float(scores[i]):.3g}")
     return "\n".join(t)
 
