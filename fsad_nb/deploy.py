@@ -212,9 +212,11 @@ def _input_jobs(inputs, recursive:bool=False) -> list[tuple[Path, str]]:
             if not recursive: _warn_unread(p)
             if not found: raise FsadError(f"{p}: no images {where}; image files end in {', '.join(IMAGE_EXTS)}")
             jobs += [(f, (Path(p.resolve().name or "root")/f.relative_to(p)).with_suffix("").as_posix()) for f in found]
-        elif p.is_file() or p.is_symlink(): jobs.append((p, p.stem))
+        elif p.is_file() or p.is_symlink(): jobs.append((p, None))          # a file: its stem, or folder/stem where stems repeat
         else: raise FsadError(f"{p}: no such file or folder")
-    return list(zip([f for f, _ in jobs], _output_names([n for _, n in jobs])))
+    stems = [f.stem for f, n in jobs if n is None]
+    names = [n or (f.stem if stems.count(f.stem) == 1 else f"{f.parent.name}/{f.stem}") for f, n in jobs]
+    return list(zip([f for f, _ in jobs], _output_names(names)))
 
 def input_files(inputs, recursive:bool=False) -> list[Path]:
     "Files named in `inputs`, and the images in each folder named: directly inside it, or anywhere below it if `recursive`."
@@ -247,10 +249,12 @@ def overlay_figure(rgb:np.ndarray, amap:np.ndarray, mask:np.ndarray, display, pi
     fig = Figure(figsize=(7.6, float(np.clip(3.4 * h / w + 0.7, 1.6, 6.0))), layout="constrained")   # follows the image's shape
     a0, a1 = fig.subplots(1, 2)
     a0.imshow(rgb, aspect="auto" if min(h, w) < 2 else None); _outline(a0, mask)
-    a0.legend(handles=[Line2D([], [], color="red", linewidth=1.5, label="map above threshold")], loc="upper right", fontsize=7)
+    a0.legend(handles=[Line2D([], [], color="red", linewidth=1.5, label="map above the pixel threshold")], fontsize=7,
+              loc="upper left", bbox_to_anchor=(0, 0), frameon=False)            # below the image, covering nothing
     im = a1.imshow(amap, cmap="jet", vmin=display[0], vmax=display[1], aspect="auto" if min(h, w) < 2 else None)
     cb = fig.colorbar(im, ax=a1, shrink=0.9); cb.ax.axhline(pixel, color="k", linewidth=2)
     cb.set_label("anomaly score (line: threshold)", fontsize=8); cb.ax.tick_params(labelsize=7)
+    a0.set_title("image", fontsize=8); a1.set_title("anomaly map", fontsize=8)
     for a in (a0, a1): a.set_xticks([]); a.set_yticks([])
     fig.suptitle(title, fontsize=8)
     return fig
