@@ -380,7 +380,8 @@ def predict_images(model, inputs, out_dir, batch_size:int=32, progress:bool=True
     _claim_out(out, overwrite)
     rows, kept = [None] * len(jobs), []
     todo = [(i, p, n) for i, (p, n) in enumerate(jobs)]
-    bar = progress_bar(range(len(todo)), comment="images scored") if progress else None
+    bar = progress_bar(range(len(todo))) if progress else None          # counts images, not batches
+    if bar is not None: bar.comment = "images scored"; bar.update(0)
     try:
         for j in range(0, len(todo), batch_size):
             _score_batch(m, todo[j:j + batch_size], out, rows, kept, batch_size, pictures, keep_maps)

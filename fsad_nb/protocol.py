@@ -338,6 +338,7 @@ def ray_rounds(det, pool, test, todo, sets, seed, batch_size, out, category, met
     refs = [task.remote(det.name, det.config.to_dict(), "cuda" if gpu else "cpu", pool_ref, test_ref, K, r, sets[K][r],
                         seed, batch_size, _round_path(out, category, K, r), meta, ckpt) for K, r in todo]
     recs, bar = [], progress_bar(range(len(refs))) if progress else None
+    if bar is not None: bar.comment = "rounds"; bar.update(0)
     while refs:
         done, refs = ray.wait(refs, num_returns=1)
         recs.append(ray.get(done[0]))
