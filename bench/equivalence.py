@@ -256,7 +256,7 @@ def _regad_their_state_keys(mods, mode):
 def _mean_std():
     return torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
-def regad_ours_outputs(case:dict) -> dict:
+def regad_ours_outputs(case:dict, fast:bool=False) -> dict:
     "Our side of every RegAD stage, from `case` alone (images, key lists, their embeddings at a few positions): "
     "used by the bench and by tests/test_equivalence.py."
     from fsad_nb.methods.regad import STN, warp, inverse_theta, gaussian_fit, mahalanobis, support_augmentations, \
@@ -298,6 +298,8 @@ def regad_ours_outputs(case:dict) -> dict:
     out["per-position mean (their embeddings)"] = mu.T
     out["per-position precision (Sigma + 0.01 I)^-1 (their embeddings)"] = prec
     out["Mahalanobis before normalisation (their embeddings)"] = mahalanobis(case["their_query_E"], mu, prec)
+    out["input: their PIL LANCZOS resize vs ours"] = xq
+    if fast: return out                                              # the end-to-end stages need fit + predict
     det.fit(xs); s, maps = det.predict(xq)
     out["end to end: map, same input tensor"], out["end to end: image score, same input tensor"] = torch.tensor(maps), torch.tensor(s)
     out["end to end: map, each side's own input preparation"] = torch.tensor(maps)
@@ -575,7 +577,7 @@ def uniad_features(x):
     fe = FeatureExtractor("efficientnet_lite0", weights="default", device="cpu", strides=(2, 4, 8, 16))
     with torch.no_grad(): return [f.float() for f in fe(x)]
 
-def uniad_ours_outputs(case:dict) -> dict:
+def uniad_ours_outputs(case:dict, fast:bool=False) -> dict:
     "Our side of every UniAD stage from `case` (images, their key list, their tokens): bench and test."
     from fsad_nb.methods.uniad import as_tokens, feature_jitter
     from fsad_nb.detector import smooth_maps, max_scores
@@ -897,7 +899,7 @@ def dfd_theirs(root:Path, case:dict) -> dict:
         case["_model"] = m
     return out
 
-def dfd_ours_outputs(case:dict) -> dict:
+def dfd_ours_outputs(case:dict, fast:bool=False) -> dict:
     from fsad_nb.frequency import frequency_split
     from fsad_nb.backbones import patch_features
     from fsad_nb.detector import smooth_maps
@@ -905,10 +907,9 @@ def dfd_ours_outputs(case:dict) -> dict:
     out, x = {}, case["image"]
     low, high = frequency_split(x)
     out["frequency split: low band (pyrUp(pyrDown))"], out["frequency split: high band (image - low)"] = low, high
-    fe = dfd_extractor(case["wrn_keys"])
-    with torch.no_grad():
-        E = patch_features(fe, x, (1, 2), 3)
-        out["aggregation to 1536 (layer2 + layer3, 3x3)"] = E.permute(0, 2, 3, 1)
+    if not fast:                                                      # the backbone: slow on a CPU
+        fe = dfd_extractor(case["wrn_keys"])
+        with torch.no_grad(): out["aggregation to 1536 (layer2 + layer3, 3x3)"] = patch_features(fe, x, (1, 2), 3).permute(0, 2, 3, 1)
     nets = dfd_ours_nets(case["keys"])
     tok = case["tokens"]
     with torch.no_grad():
@@ -936,6 +937,7 @@ def dfd_ours_outputs(case:dict) -> dict:
         out["Perlin-branch map before min-max (same tokens)"] = smooth_maps(p.view(1, 32, 32), 256, 4.0)[0]
         out["smoothing of the same upsampled map"] = smooth_maps(case["smooth_in"][None], 256, 4.0)[0]
         out["smoothing of the same upsampled map, >= 16 px from the border"] = out["smoothing of the same upsampled map"][16:-16, 16:-16]
+        if fast: return out                                          # end to end: the backbone on both bands
         cfg = D.DFDConfig(backbone="wide_resnet50_2", weights=None)
         Pt, grid = D.band_tokens(fe, x, cfg)                                      # [2, 1, T, C]: low, high
         g, _ = D.branch_scores(nets, Pt, grid)
@@ -959,7 +961,7 @@ def dfd_case() -> dict:
     _, qry = magnetic_tile(1)
     return dfd_seeded(dict(image=as_input(qry[1:], 256), paths=[str(qry[1])]))
 
-def dfd_ours_from_fixture(case:dict) -> dict: return dfd_ours_outputs(dfd_seeded(case))
+def dfd_ours_from_fixture(case:dict, fast:bool=False) -> dict: return dfd_ours_outputs(dfd_seeded(case), fast)
 
 def dfd_speed(root, case) -> dict:
     "One training step (batch 2, both bands, both discriminators, backbone included) and one predict of 1 image."
@@ -1068,7 +1070,7 @@ def simplenet_theirs(root:Path, case:dict) -> dict:
             out["image score"] = s.max()                                 # their patch_maker.score on -D
     return out
 
-def simplenet_ours_outputs(case:dict) -> dict:
+def simplenet_ours_outputs(case:dict, fast:bool=False) -> dict:
     from fsad_nb.methods.dfd import build_nets, SimpleNetConfig, branch_scores
     from fsad_nb.detector import smooth_maps, max_scores
     nets = build_nets(1536, (SN_GRID, SN_GRID), SimpleNetConfig(weights=None), seed=0).eval()
@@ -1179,7 +1181,7 @@ def tdg_theirs(root:Path, case:dict) -> dict:
             finally: torch.Tensor.cuda = cuda
     return out
 
-def tdg_ours_outputs(case:dict) -> dict:
+def tdg_ours_outputs(case:dict, fast:bool=False) -> dict:
     from fsad_nb.methods.tdg import Generator, Discriminator
     G, D = Generator(32, 3).eval(), Discriminator(32, 55, 3).eval()
     G.load_state_dict({tdg_key(k[2:]): v for k, v in seeded_state([("G." + k, s) for k, s in case["keys_G"]]).items()})
@@ -1346,6 +1348,30 @@ def read_fixture(name):
     case = {k[3:]: torch.from_numpy(z[k].astype(np.float32)) for k in z.files if k.startswith("in/")}
     theirs = {k[7:]: z[k] for k in z.files if k.startswith("theirs/")}
     return {**case, **j["meta"]}, theirs, j["stages"]
+
+OURS = {"regad": lambda c, f: regad_ours_outputs(c, f), "uniad": lambda c, f: uniad_ours_outputs(c, f),
+        "dfd": lambda c, f: dfd_ours_from_fixture(c, f), "simplenet": lambda c, f: simplenet_ours_outputs(c, f),
+        "tdg": lambda c, f: tdg_ours_outputs(c, f)}
+
+def agreement(name:str, fast:bool=True) -> list[dict]:
+    "Recompute our side of every stage from the fixture alone and compare with the stored authors' outputs: "
+    "rows (stage, max rel now on the fixture's sample, tolerance, status, the recorded full-size max rel). "
+    "`fast` skips the end-to-end stages (they need a full fit and predict)."
+    case, theirs, stages = read_fixture(name)
+    torch.manual_seed(0)
+    ours, rows = OURS[name](case, fast), []
+    for stage, rec in stages.items():
+        if stage not in ours: continue
+        a, r = difference(sampled(ours[stage]), theirs[stage])
+        ok = r <= rec["tol"] if rec["differs"] is None else math.isclose(a, rec["sampled_abs"], rel_tol=1e-2, abs_tol=1e-6)
+        rows.append(dict(stage=stage, max_rel=r, tol=rec["tol"], full_max_rel=rec["max_rel"],
+                         status=("agrees" if rec["differs"] is None else "differs as documented") if ok else "CHANGED"))
+    return rows
+
+def print_agreement(rows):
+    w = max(len(r["stage"]) for r in rows)
+    print(f"{'stage':{w}}  {'max rel':>9}  {'tol':>6}  status")
+    for r in rows: print(f"{r['stage']:{w}}  {r['max_rel']:9.2g}  {r['tol']:6.0e}  {r['status']}")
 
 # ----------------------------------------------------------------------------------------------------------
 METHODS = {"regad": (regad_run, "RegAD"), "uniad": (uniad_run, "UniAD"), "dfd": (dfd_run, "DFD"),
