@@ -377,6 +377,7 @@ def main(argv=None):
     except OSError as e:                 # a folder that cannot be written, a disk that is full: the path, not a traceback
         print(f"fsad: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt as e:       # protocol.run has written the summaries of the finished rounds
+        if sys.stdout.isatty(): print()  # below a progress bar
         print(f"fsad: {e}" if str(e) else "fsad: interrupted", file=sys.stderr); sys.exit(130)
     finally: warnings.showwarning = shown
 
