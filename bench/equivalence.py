@@ -543,6 +543,11 @@ UNIAD_STAGES = [
     Stage("loss MSE (train mode, dropout 0, no jitter)"),
     Stage("grad after clip 0.1 (one step)"),
     Stage("params after one AdamW step (lr 1e-4, wd 1e-4)"),
+    Stage("end to end, EfficientNet-B4: stage-4 map (their B4 vs torchvision's, same weights)", differs="their B4 "
+          "(lukemelas) pads stride-2 convolutions TF-'same' (asymmetric) and uses BN eps 1e-3; torchvision's pads "
+          "symmetrically with BN eps 1e-5"),
+    Stage("end to end, EfficientNet-B4: anomaly map", differs="backbone, neck resizing and upsampling, see above"),
+    Stage("end to end, EfficientNet-B4: image score", differs="as the map"),
 ]
 
 def _uniad_their_model(mods, C:int, jitter=True, mask=True, dropout=0.1):
@@ -619,7 +624,56 @@ def uniad_ours_outputs(case:dict, fast:bool=False) -> dict:
     out["grad after clip 0.1 (one step)"] = torch.cat([Pm[k].grad.flatten() for k in case["order"]])
     opt.step()
     out["params after one AdamW step (lr 1e-4, wd 1e-4)"] = torch.cat([Pm[k].detach().flatten() for k in case["order"]])
+    if fast: return out                                              # end to end: EfficientNet-B4 on both sides
+    f4, maps, s = uniad_b4_ours(case)
+    out["end to end, EfficientNet-B4: stage-4 map (their B4 vs torchvision's, same weights)"] = f4
+    out["end to end, EfficientNet-B4: anomaly map"], out["end to end, EfficientNet-B4: image score"] = maps, s
     return out
+
+def b4_state_from_theirs(their_keys) -> dict:
+    "torchvision efficientnet_b4 weights from the seeded weights of their (lukemelas) B4: the 610 tensors in order."
+    import torchvision
+    tv = torchvision.models.efficientnet_b4(weights=None).state_dict()
+    theirs = seeded_state(their_keys)
+    a = [k for k in theirs if "num_batches" not in k]; b = [k for k in tv if "num_batches" not in k]
+    if len(a) != len(b) or any(theirs[i].shape != tv[j].shape for i, j in zip(a, b)): raise RuntimeError("B4 maps differ")
+    return {**tv, **{j: theirs[i] for i, j in zip(a, b)}}
+
+def uniad_b4_ours(case:dict, C:int=272):
+    "Our UniAD detector (small transformer) on torchvision's EfficientNet-B4 with their seeded B4 weights; map + score."
+    from fsad_nb.methods.uniad import UniAD, UniADConfig
+    from fsad_nb.backbones import FeatureExtractor
+    with tempfile.TemporaryDirectory() as d:
+        torch.save(b4_state_from_theirs(case["keys_b4"]), Path(d)/"b4.pt")
+        det = UniAD(UniADConfig(backbone="efficientnet_b4", weights=str(Path(d)/"b4.pt"), **UNIAD_SMALL), device="cpu")
+        fe = FeatureExtractor("efficientnet_b4", weights=str(Path(d)/"b4.pt"), device="cpu", strides=(2, 4, 8, 16))
+    det.net.load_state_dict(uniad_map(seeded_state(case["keys_b4_net"]), UNIAD_SMALL["hidden"]))
+    det.meta_state = copy.deepcopy(det.net.state_dict())
+    x = case["images"]
+    with torch.no_grad(): f4 = fe(x)[-1]
+    det.fit(x[:2]); s, maps = det.predict(x[2:])
+    return f4, torch.tensor(maps), torch.tensor(s)
+
+def uniad_b4_theirs(mods, case:dict):
+    "Their B4 backbone, MFCN neck, UniAD (small) and evaluator on the same images, normalised as their dataset does."
+    import importlib
+    B = importlib.import_module("models.backbones.efficientnet")
+    bb = B.efficientnet_b4(False, outblocks=[1, 5, 9, 21], outstrides=[2, 4, 8, 16]).eval()
+    case["keys_b4"] = keys_shapes(bb.state_dict())
+    bb.load_state_dict(seeded_state(case["keys_b4"]))
+    mean, std = _mean_std()
+    x = (case["images"] - mean) / std
+    with torch.no_grad():
+        fs = bb({"image": x})["features"]
+        neck = mods["mfcn"].MFCN(inplanes=[f.shape[1] for f in fs], outplanes=[sum(f.shape[1] for f in fs)],
+                                 instrides=[2, 4, 8, 16], outstrides=[16])
+        align = neck({"features": [f[2:] for f in fs]})["feature_align"]
+        m = _uniad_their_model(mods, align.shape[1]).eval()
+        case["keys_b4_net"] = keys_shapes(m.state_dict())
+        m.load_state_dict(seeded_state(case["keys_b4_net"]))
+        pred = m({"feature_align": align})["pred"][:, 0]
+        score = torch.tensor(mods["eval"].EvalImageMax.encode_pred(pred.numpy(), [16, 16]))
+    return fs[-1], pred, score
 
 def uniad_theirs(root:Path, case:dict) -> dict:
     "The authors' MFCN neck, UniAD reconstruction, jitter, map, image score (EvalImageMax) and one training step."
@@ -672,6 +726,9 @@ def uniad_theirs(root:Path, case:dict) -> dict:
         opt.step()
         after = uniad_map(dict(mt.named_parameters()), UNIAD_SMALL["hidden"])
         out["params after one AdamW step (lr 1e-4, wd 1e-4)"] = torch.cat([after[k].detach().flatten() for k in case["order"]])
+        f4, pred, score = uniad_b4_theirs(mods, case)
+        out["end to end, EfficientNet-B4: stage-4 map (their B4 vs torchvision's, same weights)"] = f4
+        out["end to end, EfficientNet-B4: anomaly map"], out["end to end, EfficientNet-B4: image score"] = pred, score
     return out
 
 def uniad_case() -> dict:
@@ -710,7 +767,7 @@ def uniad_speed(root, case) -> dict:
     return res
 
 UNIAD_TENSORS = ("images", "their_tokens")
-UNIAD_META = ("keys", "order", "paths")
+UNIAD_META = ("keys", "order", "paths", "keys_b4", "keys_b4_net")
 
 def uniad_run(root:Path, write:bool=False, speed:bool=False):
     case = uniad_case()
@@ -1018,6 +1075,62 @@ def dfd_run(root:Path, write:bool=False, speed:bool=False):
     rows = [row("DFD", st, ours[st.name], theirs[st.name]) for st in DFD_STAGES]
     if write: write_fixture("dfd", {k: case[k] for k in DFD_TENSORS}, {k: case[k] for k in DFD_META}, theirs, ours, DFD_STAGES)
     return rows, (dfd_speed(root, case) if speed else None)
+
+_OUR_AUGMENTATIONS = []                                            # ours, kept while regad_effects patches the module
+
+def _authors_shift_rotate(x:torch.Tensor) -> torch.Tensor:
+    "The 22 support copies with the authors' geometry: rotations and shifts by grid_sample with reflection padding, "
+    "shifts of (0.2, 0.1) in [-1, 1] coordinates; flips, grey, quarter turns as ours (written here, for the measurement)."
+    from fsad_nb.methods.regad import AUG_ANGLES, AUG_SHIFTS, warp
+    B = len(x)
+    rot = lambda a: torch.tensor([[math.cos(a), -math.sin(a), 0.], [math.sin(a), math.cos(a), 0.]]).expand(B, 2, 3)
+    sh = lambda a, b: torch.tensor([[1., 0., a], [0., 1., b]]).expand(B, 2, 3)
+    ours = _OUR_AUGMENTATIONS[0](x)
+    out = [x] + [warp(x, rot(a)) for a in AUG_ANGLES] + [warp(x, sh(a, b)) for a, b in AUG_SHIFTS]
+    return torch.cat(out + [ours[17 * B:]])                       # hflip, grey, quarter turns: ours
+
+def _scipy_smooth(scores, size, sigma=4.0):
+    "Upsample as ours, smooth with scipy.ndimage.gaussian_filter (mode 'reflect'), as the authors."
+    from scipy.ndimage import gaussian_filter
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    A = F.interpolate(scores[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
+    return torch.from_numpy(np.stack([gaussian_filter(a, sigma=sigma) for a in A]) if sigma > 0 else A)
+
+def _nearest_embed(features, size=None):
+    "Their embedding_concat's effect: the coarse maps repeated in blocks (nearest upsampling)."
+    size = tuple(features[0].shape[-2:])
+    return torch.cat([f if tuple(f.shape[-2:]) == size else F.interpolate(f, size=size, mode="nearest") for f in features], 1)
+
+def regad_effects(K:int=2, rounds:int=3, size:int=224) -> dict:
+    "Each RegAD difference's effect on magnetic_tile (untrained RegAD: identity STNs, the offline Lite0): image and "
+    "pixel AUROC of ours and of ours with that one piece as in the authors' code, over `rounds` support draws."
+    import fsad_nb.detector as det_mod, fsad_nb.methods.regad as R
+    from fsad_nb.datasets import dataset
+    from fsad_nb.data import load_split, normal_image_paths, load_images
+    from fsad_nb.metrics import image_auroc, pixel_auroc
+    root = dataset("magnetic_tile")
+    X, M, y = load_split(root.parent, root.name, "test", size=size)
+    pool = normal_image_paths(root)
+    variants = {"fsad_nb": {}, "authors' shifts and rotations": dict(aug=_authors_shift_rotate),
+                "authors' nearest embedding": dict(embed=_nearest_embed), "authors' smoothing (scipy)": dict(smooth=_scipy_smooth)}
+    res = {}
+    _OUR_AUGMENTATIONS[:] = [R.support_augmentations]
+    for name, v in variants.items():
+        det = R.RegAD(R.RegADConfig(), device="cpu")
+        saved = (R.support_augmentations, R.embed, det_mod.smooth_maps)
+        R.support_augmentations = v.get("aug", saved[0]); R.embed = v.get("embed", saved[1])
+        det_mod.smooth_maps = v.get("smooth", saved[2])
+        try:
+            for r in range(rounds):
+                g = torch.Generator().manual_seed(r)
+                S = load_images([pool[i] for i in torch.randperm(len(pool), generator=g)[:K].tolist()], size)
+                det.fit(S); s, maps = det.predict(X)
+                res.setdefault(name, []).append((image_auroc(y, s), pixel_auroc(M, maps)))
+        finally: R.support_augmentations, R.embed, det_mod.smooth_maps = saved
+    out = {k: dict(image_auroc=float(np.mean([a for a, _ in v])), pixel_auroc=float(np.mean([b for _, b in v])), rounds=v)
+           for k, v in res.items()}
+    for k, v in out.items(): print(f"{k:32} image AUROC {100 * v['image_auroc']:.1f}  pixel AUROC {100 * v['pixel_auroc']:.1f}")
+    return out
 
 # ----------------------------------------------------------------------------------------------------------
 # SimpleNet (Liu et al., CVPR 2023): DIR/SimpleNet. Its feature aggregation (common.py Preprocessing, MeanMapper,
@@ -1394,9 +1507,13 @@ def main(argv=None):
     p.add_argument("--speed-only", action="store_true", help="only the timings (the case comes from the fixtures)")
     p.add_argument("--json", type=Path, default=ROOT/"bench"/"results"/"equivalence.json")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--effects", action="store_true", help="measure RegAD's differences on magnetic_tile (no authors' code)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     allrows, speeds = [], {}
+    if a.effects:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(dict(regad=regad_effects(), threads=a.threads), indent=1)); return 0
     for m in a.methods:
         run, folder = METHODS[m]
         root = a.official/folder
