@@ -269,7 +269,9 @@ def plan(t, preset:str="paper", categories=None, shots=None, rounds:int=10, timi
             n_meta = lambda c: sum(sizes[k][0] for k in t.all_categories() if k != c and k in sizes)   # leave-one-out: the others
             meta_s = sum(meta_seconds(e.method, _config(e.method, opts[c]), n_meta(c), u) for c in cats) if e.meta else 0.0
             rounds_s = rounds * sum(round_seconds(e.method, _config(e.method, opts[c]), K, sizes[c][1], u) for c in cats for K in shots)
-        rows.append(dict(entry=e, options=opts[cats[0]] if cats else {}, n_rounds=len(cats) * len(shots) * rounds,
+        per_category = bool(t.category_options) and any(t.category_options(e.method, c) for c in cats)
+        rows.append(dict(entry=e, options=apply_preset(e.method, preset, dict(e.config)), per_category=per_category,
+                         n_rounds=len(cats) * len(shots) * rounds,
                          meta_trainings=len(cats) if e.meta else 0, meta_s=meta_s, rounds_s=rounds_s, units=u))
     total = None if any(r["rounds_s"] is None for r in rows) else sum(r["meta_s"] + r["rounds_s"] for r in rows)
     return dict(table=t, preset=preset, categories=cats, shots=shots, rounds=rounds, rows=rows,
@@ -289,6 +291,9 @@ def _where(dataset:str) -> str:
     except FsadError: d = None
     return f"found at {d}" if d else f"not in the data home yet: fetched on the first run (or `fsad data fetch {dataset}`)"
 
+_TIME_METRICS = {"train_seconds_per_epoch": "s per training epoch", "inference_seconds_per_image": "s per test image",
+                 "adaptation_seconds": "s to adapt to a category"}
+
 def format_plan(p:dict, root=None) -> str:
     "The plan as text: the table, its runs, the data, and the time estimate with the device the timings come from."
     t = p["table"]
@@ -298,14 +303,19 @@ def format_plan(p:dict, root=None) -> str:
     for r in p["rows"]:
         e = r["entry"]; meta = f", {r['meta_trainings']} leave-one-out trainings" if r["meta_trainings"] else ""
         opts = " ".join(f"{k}={v}" for k, v in r["options"].items())
-        lines.append(f"    {e.label:<10} {e.method} -> {e.run_name}/: {r['n_rounds']} rounds{meta}; {opts or 'config defaults'}")
+        per = " + per-category options (the authors' foreground masks)" if r.get("per_category") else ""
+        lines.append(f"    {e.label:<10} {e.method} -> {e.run_name}/: {r['n_rounds']} rounds{meta}; {opts or 'config defaults'}{per}")
         if r["rounds_s"] is not None:
-            lines.append(f"      estimate: training {human_time(r['meta_s'])}, rounds {human_time(r['rounds_s'])}")
+            train = f"leave-one-out training {human_time(r['meta_s'])}, " if r["meta_trainings"] else ""
+            lines.append(f"      estimate: {train}rounds (fit + predict) {human_time(r['rounds_s'])}")
     lines.append(f"  estimated time: {human_time(p['total_s'])} on {p['device']}")
     if p["total_s"] is not None:
         lines.append(f"    (seconds per step at this preset {p['source'] or 'measured'}, times the steps the preset and the datasets' "
                      "published split sizes give; a GPU is far faster, and this estimate does not say by how much)")
     else: lines.append("    (no timings for this preset or no split sizes for these categories: run with --measure to time the steps here)")
+    said = [f"{r['method']} {r['value']:g} {_TIME_METRICS[r['metric']]} ({r['table']})" for r in paper_results(paper=t.paper)
+            if r["metric"] in _TIME_METRICS]
+    if said: lines.append(f"  the paper's own timings (its GPU): {'; '.join(said)}")
     return "\n".join(lines)
 
 # %% ../nbs/24_reproduce.ipynb #8870a163
@@ -462,14 +472,15 @@ def add_reproduce_parser(sub):
     r.add_argument("table", nargs="?", help="a table (see --list)")
     r.add_argument("--list", action="store_true", help="list the tables and exit")
     r.add_argument("--out", default=None, help="folder of the runs, table.md, table.csv and paper_vs_ours.png (resumed if it exists)")
-    r.add_argument("--preset", default="paper", help="budget of every method: paper (default), cpu, or one you registered")
+    r.add_argument("--preset", default="paper", help="budget of every method: paper, cpu, or one added with `register_preset`")
     r.add_argument("--dry-run", action="store_true", help="print the runs and the estimated time, run nothing")
-    r.add_argument("--measure", action="store_true", help="time each method's steps on this device first (a few minutes at the paper presets)")
+    r.add_argument("--measure", action="store_true", help="time each method's steps on this device first (seconds on a GPU; on a CPU, minutes per method at the paper presets)")
     r.add_argument("--root", default=None, help="your own copy of the dataset (folder of MVTec-layout categories) instead of the data home")
     r.add_argument("--category", nargs="+", default=None, help="only these categories (default: the table's)")
     r.add_argument("--shots", nargs="+", type=int, default=None, help="only these K (default: the table's)")
-    r.add_argument("--rounds", type=int, default=10, help="fixed support draws per K (the papers: 10)")
-    r.add_argument("--seed", type=int, default=0); r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--rounds", type=int, default=10, help="fixed support draws per K, as the papers")
+    r.add_argument("--seed", type=int, default=0, help="seed of the support draws")
+    r.add_argument("--batch-size", type=int, default=32, help="images per forward pass at prediction")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     r.add_argument("--engine", choices=("local", "ray"), default="local", help="ray: every round a Ray task, one GPU each where there are GPUs")
     r.add_argument("--address", default=None, help="with --engine ray: the Ray cluster to join")
