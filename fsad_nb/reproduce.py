@@ -438,7 +438,8 @@ def plot_paper_vs_ours(t:Table, rows, path=None):
     "Ours against the paper's: one point per category and K (rows by marker, K by colour), averages as stars, the diagonal marked."
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-    from fsad_nb.viz import save_figure, method_style
+    from fsad_nb.viz import save_figure
+    markers = dict(zip((e.label for e in t.entries), "os^DvP<>"))             # one marker per row of the table
     pts = [r for r in rows if r["paper"] is not None and r["ours"] is not None]
     metrics = [m for m in t.metrics if any(r["metric"] == m for r in pts)] or list(t.metrics[:1])
     fig, axs = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 4.4), squeeze=False)
@@ -451,11 +452,11 @@ def plot_paper_vs_ours(t:Table, rows, path=None):
             for r in (r for r in sel if r["method"] == e.label):
                 avg = r["category"] == "average"
                 ax.scatter(r["paper"], r["ours"], color=colours[r["K"]], alpha=0.85, s=150 if avg else 28,
-                           marker="*" if avg else method_style(e.run_name)["marker"], edgecolors="black" if avg else "none")
+                           marker="*" if avg else markers[e.label], edgecolors="black" if avg else "none")
         ax.set(xlim=(lo, 100.5), ylim=(lo, 100.5), aspect="equal", xlabel=f"paper (%)", ylabel="ours (%)", title=METRIC_NAMES.get(m, m))
         if not sel: ax.text(0.5, 0.5, "no finished runs\nthe paper reports", ha="center", va="center", transform=ax.transAxes)
     handles = [Line2D([], [], ls="none", marker="o", color=colours[K], label=f"K={K}") for K in shots]
-    handles += [Line2D([], [], ls="none", marker=method_style(e.run_name)["marker"], color="grey", label=e.label) for e in t.entries]
+    handles += [Line2D([], [], ls="none", marker=markers[e.label], color="grey", label=e.label) for e in t.entries]
     handles += [Line2D([], [], ls="none", marker="*", ms=11, color="grey", mec="black", label="average"),
                 Line2D([], [], ls="--", color="grey", label="ours = paper")]
     fig.suptitle(f"{t.name}: ours vs {_short(t.paper)}", fontsize=10)
