@@ -21,7 +21,7 @@ from . import __version__
 from .core import FsadError, atomic_path, atomic_write_text, set_seed
 from .data import IMAGE_EXTS, MVTecLayout, image_files, load_image, normal_image_paths, stack_split
 from .fewshot import support_indices
-from .detector import get_detector, method_class, smooth_maps, max_scores, load_tensors
+from .detector import get_detector, method_class, smooth_maps, max_scores, load_tensors, ANOMALY_CMAP
 from .backbones import patch_features
 from .methods.knn import nn_distance
 from .methods.regad import registered_embedding, mahalanobis
@@ -251,7 +251,7 @@ def overlay_figure(rgb:np.ndarray, amap:np.ndarray, mask:np.ndarray, display, pi
     a0.imshow(rgb, aspect="auto" if min(h, w) < 2 else None); _outline(a0, mask)
     a0.legend(handles=[Line2D([], [], color="red", linewidth=1.5, label="map above the pixel threshold")], fontsize=7,
               loc="upper left", bbox_to_anchor=(0, 0), frameon=False)            # below the image, covering nothing
-    im = a1.imshow(amap, cmap="jet", vmin=display[0], vmax=display[1], aspect="auto" if min(h, w) < 2 else None)
+    im = a1.imshow(amap, cmap=ANOMALY_CMAP, vmin=display[0], vmax=display[1], aspect="auto" if min(h, w) < 2 else None)
     cb = fig.colorbar(im, ax=a1, shrink=0.9); cb.ax.axhline(pixel, color="k", linewidth=2)
     cb.set_label("anomaly score (line: threshold)", fontsize=8); cb.ax.tick_params(labelsize=7)
     a0.set_title("image", fontsize=8); a1.set_title("anomaly map", fontsize=8)
@@ -313,7 +313,7 @@ class Result:
         for a, i in zip(axs.flat, idx):
             a.imshow(_decode(self.paths[i], self.image_size)[0][0].permute(1, 2, 0).numpy())
             if self.maps is not None:
-                im = a.imshow(self.maps[i], cmap="jet", alpha=0.45, vmin=lo, vmax=hi)
+                im = a.imshow(self.maps[i], cmap=ANOMALY_CMAP, alpha=0.45, vmin=lo, vmax=hi)
                 if self.masks[i].any(): a.contour(self.masks[i], [0.5], colors="white", linewidths=1.5)
             p = Path(self.paths[i])
             a.set_title(f"{p.parent.name}/{p.name}\n{self.scores[i]:.3g} ({'anomalous' if self.decisions[i] else 'normal'})", fontsize=8)

@@ -16,8 +16,9 @@ from .backbones import FeatureExtractor
 from .data import normal_image_paths, load_images
 
 # %% auto #0
-__all__ = ['REGISTRY', 'METHODS', 'register', 'available_methods', 'method_class', 'get_detector', 'load_tensors', 'Detector',
-           'smooth_maps', 'max_scores', 'batches', 'score_maps', 'meta_images', 'save_checkpoint', 'load_checkpoint']
+__all__ = ['REGISTRY', 'METHODS', 'ANOMALY_CMAP', 'register', 'available_methods', 'method_class', 'get_detector', 'load_tensors',
+           'Detector', 'smooth_maps', 'max_scores', 'batches', 'score_maps', 'meta_images', 'save_checkpoint',
+           'load_checkpoint']
 
 # %% ../nbs/07_detector.ipynb #9ce905e8
 REGISTRY: dict = {}
@@ -146,6 +147,8 @@ class Detector:
         return x
 
 # %% ../nbs/07_detector.ipynb #28874a7d
+ANOMALY_CMAP = "inferno"     # the one colour map of every anomaly map in the library: bright = high score
+
 def smooth_maps(scores:torch.Tensor, size, sigma:float=4.0) -> torch.Tensor:
     "Upsample patch scores `[N,h,w]` to `size` (H,W) bilinearly, then Gaussian-smooth with `sigma` pixels."
     size = (size, size) if isinstance(size, int) else tuple(size)

@@ -18,14 +18,15 @@ import seaborn as sns
 from sklearn.metrics import roc_curve, roc_auc_score
 from .core import FsadError, atomic_path, load_json
 from .protocol import METRICS, load_round
+from .detector import ANOMALY_CMAP            # the one colour map of every anomaly map
 
 # %% auto #0
-__all__ = ['FIGURE_FORMATS', 'ANOMALY_CMAP', 'RUN_COLUMNS', 'VALUES', 'PAPER_DATASETS', 'PAPER_RESULTS', 'METHOD_NAMES',
-           'VARIANT_NAMES', 'VARIANT_STYLES', 'FIGURE_STYLE', 'METHOD_COLOURS', 'METRIC_LABELS', 'ABLATION_LABELS',
-           'PLOT_KINDS', 'pick_examples', 'save_figure', 'heatmap_gallery', 'browse', 'plot_roc', 'embed_2d',
-           'plot_embedding', 'load_runs', 'round_stats', 'paper_numbers', 'paper_deltas', 'split_method', 'shade',
-           'method_colour', 'method_style', 'method_name', 'plot_metric_vs_k', 'band_limits', 'plot_paired_rounds',
-           'paired_deltas', 'ablation_deltas', 'rounds_from_table', 'plot_ablation', 'plot_runs']
+__all__ = ['FIGURE_FORMATS', 'RUN_COLUMNS', 'VALUES', 'PAPER_DATASETS', 'PAPER_RESULTS', 'METHOD_NAMES', 'VARIANT_NAMES',
+           'VARIANT_STYLES', 'FIGURE_STYLE', 'METHOD_COLOURS', 'METRIC_LABELS', 'ABLATION_LABELS', 'PLOT_KINDS',
+           'pick_examples', 'save_figure', 'heatmap_gallery', 'browse', 'plot_roc', 'embed_2d', 'plot_embedding',
+           'load_runs', 'round_stats', 'paper_numbers', 'paper_deltas', 'split_method', 'shade', 'method_colour',
+           'method_style', 'method_name', 'plot_metric_vs_k', 'band_limits', 'plot_paired_rounds', 'paired_deltas',
+           'ablation_deltas', 'rounds_from_table', 'plot_ablation', 'plot_runs']
 
 # %% ../nbs/22_viz.ipynb #d9426cc6
 def _np_img(x):
@@ -51,8 +52,6 @@ def save_figure(fig, path, dpi:int=100, fmt:str|None=None) -> Path:
     if fmt not in FIGURE_FORMATS: raise FsadError(f"{path}: a figure is written as .png, .svg or .pdf, not {fmt!r}")
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=dpi, format=fmt, bbox_inches="tight")
     return Path(path)
-
-ANOMALY_CMAP = "inferno"                                   # the one colour map of every anomaly map
 
 def _map_scale(maps, vmin=None, vmax=None, shown=None) -> tuple:
     "One colour scale for a set of maps: their 1st percentile up to the highest value of the maps `shown` (default all)."

@@ -1,14 +1,17 @@
 """The notebooks as a reader sees them: each notebook in nbs/ is rendered to HTML with its stored outputs (nothing is
 re-executed), opened in headless Chromium, and checked for typeset equations, loaded figures and outputs of a
 readable height. The stored outputs themselves must be clean: no progress-bar frames, no tracebacks or warnings, no
-`Out:` that is only an object's repr (`.ci/clean_outputs.py` removes the first and the last).
+`Out:` that is only an object's repr (`.ci/clean_outputs.py` removes the first and the last), no paths into a temporary
+folder (`/tmp/...`: print them relative to it).
 
 Pages are rendered without `In [ ]:` / `Out[ ]:` prompts, as Quarto renders the documentation site: `nbdev-clean`
 resets every execution count (nbdev 3 has no setting that keeps them), so prompts could only show empty brackets.
 
 MathJax comes from Debian's `libjs-mathjax` and the browser from Debian's `chromium` + `chromium-driver`, driven by
 selenium; the browser has no network, so a page that needs the internet to show its maths or figures fails here.
-Without these the tests skip. Screenshots of a few pages go to pytest's tmp dir, and also to $FSAD_SCREENSHOTS when set.
+Without these the tests skip. Screenshots of a few pages go to pytest's tmp dir, and also to $FSAD_SCREENSHOTS when set:
+`STEM_top.png`, `_math`, `_figure`, `_last_figure` (the viewport around them) and, for the figures SHOTS names, `STEM_NAME.png`
+(the figure alone), e.g. `23_deploy_overlay.png`, the picture `fsad predict` writes per image.
 """
 import json
 import os
@@ -25,7 +28,8 @@ NBS = sorted(p for p in (ROOT / "nbs").glob("*.ipynb") if not p.name.startswith(
 MATHJAX = Path("/usr/share/javascript/mathjax/MathJax.js")
 MATHJAX_URL = MATHJAX.as_uri() + "?config=TeX-AMS_CHTML-full,Safe"   # nbconvert's default config, served locally
 # pages that get screenshots (top, first equation, first and last figure), and figures shot by the code that draws them
-SHOTS = {"05_frequency": {}, "10_knn": {}, "12_dfd": {}, "23_deploy": {},
+SHOTS = {"05_frequency": {}, "10_knn": {}, "12_dfd": {},
+         "23_deploy": {"overlay": 'ShowPNG(filename=str(tmp/"tiles"/"heatmaps"'},    # predict's picture: image | map
          "11_regad": {"gallery": "heatmap_gallery(x_te", "registration": "moved = warp("},
          "14_uniad": {"gallery": "heatmap_gallery(x_te"}}
 MAX_OUTPUT_PX = 1600                                                      # the tallest single output a page may show
@@ -45,6 +49,7 @@ def _browser_paths():
 
 _CLEAN = runpy.run_path(str(ROOT / ".ci" / "clean_outputs.py"))          # the cleaner's own rules: one definition
 _NOISE = re.compile(r"Traceback \(most recent call last\)|\w*Warning\b")
+_TMP_PATH = re.compile(r"(?<![\w.~])/tmp/[^\s'\"]*")                      # a temporary folder's path: differs every run
 
 
 def _output_text(o) -> str:
@@ -61,6 +66,7 @@ def noise(nb_path) -> list[str]:
             text = _output_text(o)
             if _CLEAN["BAR"].search(text): found.append(f"cell {i}: progress-bar frames")
             if m := _NOISE.search(text): found.append(f"cell {i}: {m.group(0)!r} in an output")
+            if m := _TMP_PATH.search(text): found.append(f"cell {i}: temporary path {m.group(0)!r} in an output")
             if o.get("output_type") == "execute_result" and _CLEAN["clean_output"](json.loads(json.dumps(o))) is None:
                 found.append(f"cell {i}: Out: {text.strip()[:60]}")
     return found
@@ -160,7 +166,8 @@ def _figure_of(browser, code:str):
 
 
 def screenshot(browser, stem, dirs, figures=None):
-    "Viewport-sized PNGs of the top of the page, the first equation, the first and last figure, and `figures` {name: code}."
+    "Viewport-sized PNGs of the top of the page, the first equation, the first and last figure; `figures` {name: code}: "
+    "each figure alone, as the page shows it."
     targets = {"top": (None, 0), "math": ("div.MJXc-display, span.MathJax_CHTML", 0), "figure": (".jp-OutputArea-output img", 0),
                "last_figure": (".jp-OutputArea-output img", -1)}
     for name, (css, k) in targets.items():
@@ -174,7 +181,7 @@ def screenshot(browser, stem, dirs, figures=None):
         el = _figure_of(browser, code)
         assert el is not None, f"{stem}: no figure drawn by the cell with {code!r}"
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
-        png = browser.get_screenshot_as_png()
+        png = el.screenshot_as_png
         for d in dirs: (d / f"{stem}_{name}.png").write_bytes(png)
 
 
@@ -182,6 +189,17 @@ def screenshot(browser, stem, dirs, figures=None):
 def test_stored_outputs_are_clean(nb):
     found = noise(nb)
     assert not found, f"{nb.name}: {found[:8]} (`python .ci/clean_outputs.py {nb.relative_to(ROOT)}` removes bars and bare reprs)"
+
+
+def test_noise_finds_temporary_paths(tmp_path):
+    "A temp folder's path in any stored output is reported; a URL or a path under a data home is not."
+    def nb(text):
+        cell = {"cell_type": "code", "source": [], "metadata": {}, "outputs": [{"output_type": "stream", "name": "stdout", "text": [text]}]}
+        (tmp_path / "x.ipynb").write_text(json.dumps({"cells": [cell]}))
+        return noise(tmp_path / "x.ipynb")
+    assert nb("results in /tmp/tmpcmeudp2x/res\n") == ["cell 0: temporary path '/tmp/tmpcmeudp2x/res' in an output"]
+    assert nb("Config(textures='/tmp/tex')\n")
+    assert nb("gallery: res/synthetic/gallery.png; see https://example.org/tmp/x and ~/data/tmp/y\n") == []
 
 
 @pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
