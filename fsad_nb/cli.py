@@ -53,7 +53,8 @@ EXAMPLES = {"run": "fsad run --dataset magnetic_tile --method knn --shots 1 2 4 
             "fit": "fsad fit --support magnetic_tile --shots 4 --out tile.fsad",
             "predict": "fsad predict tile.fsad magnetic_tile/test/crack magnetic_tile/test/good --out predictions",
             "export": "fsad export tile.fsad --format onnx",
-            "plot": "fsad plot results/knn_mt --out knn_mt.png"}
+            "plot": "fsad plot results/knn_mt --out knn_mt.png",
+            "reproduce": "fsad reproduce regad-mvtec --dry-run"}
 
 class _Parser(argparse.ArgumentParser):
     "argparse, but a usage error is one line: `fsad: error: ...` (exit code 2); help shows defaults and an example."
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rounds", type=int, default=10, help="fixed support draws per K")
     r.add_argument("--seed", type=int, default=0, help="seed of the support draws")
     r.add_argument("--backbone", default=None, help="feature extractor (see `fsad list`)")
-    r.add_argument("--image-size", type=int, default=224, help="images are resized to this square size (>= 32)")
+    r.add_argument("--preset", default=None, help="a named budget of the method: paper or cpu (see `fsad options METHOD`); --set overrides single fields")
+    r.add_argument("--image-size", type=int, default=None, help="images are resized to this square size (>= 32); default: the preset's, else 224")
     r.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     r.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="other config options")
@@ -112,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--meta", nargs="+", default=[], metavar="NAME_OR_PATH", help="category-agnostic training data (RegAD, UniAD)")
     f.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="config options")
     f.add_argument("--backbone", default=None, help="feature extractor (see `fsad list`); default: the method's")
-    f.add_argument("--image-size", type=int, default=224, help="images are resized to this square size (>= 32)")
+    f.add_argument("--preset", default=None, help="a named budget of the method: paper or cpu (see `fsad options METHOD`); --set overrides single fields")
+    f.add_argument("--image-size", type=int, default=None, help="images are resized to this square size (>= 32); default: the preset's, else 224")
     f.add_argument("--device", default="auto", help="auto, cpu, cuda, ..."); f.add_argument("--out", required=True, help="the model file, e.g. part.fsad")
     pr = sub.add_parser("predict", help="score new images with a model file (.fsad, .onnx or TorchScript)")
     pr.add_argument("model", help="a file written by `fsad fit` or `fsad export`")
@@ -135,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--metric", default=None, help="image_auroc, pixel_auroc or aupro (default: all for k, image_auroc otherwise)")
     q.add_argument("--category", default=None); q.add_argument("--shots", type=int, default=None, help="K of a paired/ablation plot")
     q.add_argument("--labels", nargs="+", default=None, help="a name per run folder (default: the method)")
+    from fsad_nb.reproduce import add_reproduce_parser   # light: no torch
+    add_reproduce_parser(sub)
     for name, c in [*sub.choices.items(), *((f"data {n}", c) for n, c in gs.choices.items())]:
         c.epilog = f"example:\n  {EXAMPLES[name]}"
     p.epilog = "Each command's --help shows its options with their defaults and an example."
@@ -145,6 +150,8 @@ MIN_IMAGE_SIZE = 32   # the backbones' stride-16 maps need at least 2 x 2 positi
 def check_run_args(a):
     "Ranges of `fsad run`'s numeric arguments, the device, and --out; one FsadError naming the argument."
     from fsad_nb.core import get_device
+    from fsad_nb.presets import preset_image_size
+    if a.image_size is None: a.image_size = preset_image_size(a.method, a.preset)   # the preset's size, else 224
     if a.image_size < MIN_IMAGE_SIZE: raise FsadError(f"--image-size {a.image_size}: must be at least {MIN_IMAGE_SIZE} pixels")
     for name in ("batch_size", "rounds"):
         if getattr(a, name) < 1: raise FsadError(f"--{name.replace('_', '-')} {getattr(a, name)}: must be at least 1")
@@ -199,7 +206,8 @@ def cmd_run(a) -> list:
     "`fsad run`: the protocol over the given categories; prints the summary table (of those that ran, if some failed)."
     device = check_run_args(a)                  # cheap checks first: a typo is reported before torch loads
     from fsad_nb import protocol
-    over = parse_overrides(a.method, a.set, a.backbone)
+    from fsad_nb.presets import apply_preset
+    over = apply_preset(a.method, a.preset, parse_overrides(a.method, a.set, a.backbone))   # preset first, --set on top
     tty = sys.stdout.isatty()                    # a terminal gets progress bars, a log file one line per round
     root, categories = resolve_data(a)
     shown = {}                                   # the first round of each category run now, for --gallery
@@ -244,7 +252,10 @@ def cmd_fit(a):
     from fsad_nb.deploy import fit_model
     if a.round < 0: raise FsadError(f"--round {a.round}: must be >= 0 (the protocol's draws are numbered 0, 1, ...)")
     if a.shots is not None and a.shots < 1: raise FsadError(f"--shots {a.shots}: K must be at least 1")
-    over = parse_overrides(a.method, a.set, a.backbone)
+    from fsad_nb.presets import apply_preset, preset_image_size
+    if a.image_size is None: a.image_size = preset_image_size(a.method, a.preset)
+    if a.image_size < MIN_IMAGE_SIZE: raise FsadError(f"--image-size {a.image_size}: must be at least {MIN_IMAGE_SIZE} pixels")
+    over = apply_preset(a.method, a.preset, parse_overrides(a.method, a.set, a.backbone))   # preset first, --set on top
     out = fit_model(a.method, [data_path(s) for s in a.support], a.out, shots=a.shots, round=a.round, options=over, image_size=a.image_size,
                     device=a.device, meta=resolve_meta(a.meta) or None, progress=sys.stdout.isatty())
     from fsad_nb.detector import load_tensors
@@ -287,14 +298,21 @@ def _field_notes(cls) -> dict:
         notes.update({m[1]: m[2].strip() for m in re.finditer(r"^\s+(\w+)\s*:[^#\n]*#\s*(.*)$", src, re.M)})
     return notes
 
+def _plain(v): return list(v) if isinstance(v, tuple) else v   # JSON presets hold lists where configs hold tuples
+
 def cmd_options(a):
     "`fsad options METHOD`: the method's config fields, their defaults (the paper's values) and what each one does."
     from fsad_nb.detector import method_class
     cls = method_class(a.method).config_cls
-    notes, default = _field_notes(cls), cls()
-    print(f"{a.method} options (fsad run / fit --set NAME=VALUE):")
+    from fsad_nb.presets import presets
+    notes, default, named = _field_notes(cls), cls(), presets(a.method)
+    print(f"{a.method} options (fsad run / fit --set NAME=VALUE; --preset NAME sets the [bracketed] values):")
     for f in dataclasses.fields(cls):
-        print(f"  {f.name} = {getattr(default, f.name)!r}" + (f"  # {notes[f.name]}" if f.name in notes else ""))
+        d = getattr(default, f.name)
+        tags = "".join(f" [{n}: {v!r}]" for n, p in named.items() if f.name in p["config"]
+                       for v in [p["config"][f.name]] if _plain(v) != _plain(d))          # only where a preset changes it
+        print(f"  {f.name} = {d!r}{tags}" + (f"  # {notes[f.name]}" if f.name in notes else ""))
+    for n, p in named.items(): print(f"preset {n}: image size {p['image_size']}; {p['source']}")
 
 def _module_tree(module:str):
     "The syntax tree of one of the package's modules, read without importing it (so without torch)."
@@ -362,6 +380,11 @@ def _warning_line(message, category, filename, lineno, file=None, line=None):
     "A warning as one `fsad: warning:` line on stderr (no source line, no temporary paths of the library)."
     print(f"fsad: warning: {message}", file=sys.stderr)
 
+def _reproduce(a):
+    "`fsad reproduce TABLE`: see `fsad_nb.reproduce`."
+    from fsad_nb.reproduce import cmd_reproduce
+    return cmd_reproduce(a)
+
 def main(argv=None):
     "Entry point of the `fsad` console script: one `fsad: error:` line and exit code 2 for bad input, 1 if a category "
     "failed, 130 after Ctrl-C (the finished rounds summarised)."
@@ -370,7 +393,7 @@ def main(argv=None):
     warnings.showwarning = _warning_line
     try:
         {"run": cmd_run, "demo": cmd_demo, "data": cmd_data, "list": cmd_list, "plot": cmd_plot, "fit": cmd_fit, "predict": cmd_predict,
-         "export": cmd_export, "options": cmd_options}[a.cmd](a)
+         "export": cmd_export, "options": cmd_options, "reproduce": _reproduce}[a.cmd](a)
         return 0                         # the console script passes this to sys.exit
     except FsadError as e:
         print(f"fsad: error: {e}", file=sys.stderr); sys.exit(1 if hasattr(e, "failures") else 2)

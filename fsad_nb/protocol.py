@@ -10,7 +10,7 @@ import atexit, contextlib, os, time, json, warnings, dataclasses
 from pathlib import Path
 import numpy as np
 from fastprogress.fastprogress import progress_bar
-from .core import FsadError, save_json, load_json, atomic_write_text, set_seed
+from .core import FsadError, save_json, load_json, atomic_write_text, set_seed, seeded
 import torch
 from .data import MVTecLayout, stack_split, grey_to_rgb
 from .fewshot import support_sets_for, support_indices
@@ -18,9 +18,9 @@ from .metrics import evaluate
 from .detector import get_detector, method_class   # methods are imported on first use
 
 # %% auto #0
-__all__ = ['METRICS', 'RunSpec', 'run_lock', 'run_round', 'load_round', 'leave_target_out', 'run_category', 'summarise',
-           'summary_table', 'CategoriesFailed', 'RunInterrupted', 'summarise_finished', 'run', 'reaper', 'stop_ray',
-           'ray_rounds', 'replay_round', 'fixed_subset', 'one_class_rounds', 'summarise_one_class']
+__all__ = ['METRICS', 'RunSpec', 'run_lock', 'run_round', 'load_round', 'leave_target_out', 'build_detector', 'run_category',
+           'summarise', 'summary_table', 'CategoriesFailed', 'RunInterrupted', 'summarise_finished', 'run', 'reaper',
+           'stop_ray', 'ray_rounds', 'replay_round', 'fixed_subset', 'one_class_rounds', 'summarise_one_class']
 
 # %% ../nbs/20_protocol.ipynb #32fb8c38
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -147,13 +147,18 @@ def _evaluate_round(det, support, test, K:int, r:int, idx:list, seed:int, batch_
     if path is not None: save_json(path, rec)
     return rec, scores, maps
 
+def build_detector(method:str, seed:int, device=None, config=None, **options):
+    "The detector of a run: any weights it draws at construction (e.g. a randomly initialised backbone) come from `seed`, so "
+    "every round, resume, Ray task and replay of the run scores with the same network; torch's global stream is left as it was."
+    with seeded(seed, device if device not in (None, "auto") else None): return get_detector(method, config=config, device=device, **options)
+
 def run_category(method:str, root, category:str, out, shots=(1, 2, 4, 8), rounds:int=10, seed:int=0,
                  image_size:int=224, device=None, batch_size:int=32, config=None, options:dict|None=None,
                  progress:bool=True, on_round=None, meta=None, engine:str="local", address:str|None=None,
                  workers:int|None=None, **overrides) -> dict:
     "Evaluate `method` on `category` for each K over fixed support rounds; write per-round JSON and a summary."
     if engine not in ("local", "ray"): raise FsadError(f"engine={engine!r}: must be 'local' or 'ray'")
-    det = get_detector(method, config=config, device=device, **{**(options or {}), **overrides})
+    det = build_detector(method, seed, device, config, **{**(options or {}), **overrides})
     with run_lock(out):
         return _run_category(det, method, root, category, out, shots, rounds, seed, image_size, device, batch_size,
                              progress, on_round, meta, engine, address, workers)
@@ -284,7 +289,7 @@ def run(method:str, root, categories, out, **kw) -> list:
 def _ray_task(method:str, config:dict, device, pool, test, K:int, r:int, idx:list, seed:int, batch_size:int, path,
               meta:list, ckpt) -> dict:
     "A Ray task: build the detector from its config (and checkpoint), evaluate one round, write its file; returns the record."
-    det = get_detector(method, config=method_class(method).config_cls.from_dict(config), device=device)
+    det = build_detector(method, seed, device, method_class(method).config_cls.from_dict(config))
     if meta: det.meta_fit(meta, checkpoint=ckpt, progress=False)
     return _evaluate_round(det, pool[idx], test, K, r, idx, seed, batch_size, path)[0]
 
@@ -352,7 +357,7 @@ def replay_round(root, out, category:str, K:int, r:int=0, device=None, batch_siz
     spec = load_json(Path(out)/category/"run.json")
     sets = load_support_sets(Path(out)/category/"support_sets.json")
     if K not in sets or r >= len(sets[K]): raise FsadError(f"{Path(out)/category}: no round {r} at K={K} in its support sets")
-    det = get_detector(spec["method"], config=method_class(spec["method"]).config_cls.from_dict(spec["config"]), device=device)
+    det = build_detector(spec["method"], spec["seed"], device, method_class(spec["method"]).config_cls.from_dict(spec["config"]))
     if spec.get("meta"): det.meta_fit(spec["meta"], checkpoint=Path(out)/category/"meta"/f"{spec['method']}.pt", progress=False)
     pool = MVTecLayout(root, category, "train", size=spec["image_size"])
     test_ds = MVTecLayout(root, category, "test", size=spec["image_size"])
