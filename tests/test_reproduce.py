@@ -22,7 +22,7 @@ def test_every_preset_field_exists():
         for name, p in named.items(): assert set(p["config"]) <= fields, (method, name, set(p["config"]) - fields)
 
 def test_cpu_presets_are_the_readme_budgets():
-    assert apply_preset("regad", "cpu") == dict(epochs=4, iters_per_epoch=10, train_batch=8, lr=0.001)
+    assert apply_preset("regad", "cpu") == dict(epochs=10, iters_per_epoch=20, train_batch=8, lr=0.001)
     assert apply_preset("dfd", "cpu") == dict(n_augment=16, epochs=10, textures="dtd10", texture_max=100)
     assert apply_preset("simplenet", "cpu") == dict(n_augment=16, epochs=10)
     assert apply_preset("tdg", "cpu") == dict(max_size=32, min_size=16, nfc=16, iterations=100, transforms_per_step=8)
