@@ -42,7 +42,7 @@ run simplenet_fit 200 python bench/dfd_fit.py --method simplenet --device cuda -
 # TDG at the paper's setting, K = 5, one class (target < 120 s)
 run tdg_fit 300 python bench/tdg_oneclass.py --preset paper --device cuda --classes 0 --shots 5 --rounds 1 --n-test 1000 --fresh --out "$OUT/tdg_fit.json"
 # seconds per training step and per predicted image at each method's `paper` preset (random weights: the time is the
-# same); fsad reproduce --dry-run reads these in place of the CPU timings it ships with
+# same); copied over fsad_nb/tables/timings.json, they make the estimates of fsad reproduce GPU ones
 run preset_timing 180 python bench/preset_timing.py --device cuda --presets paper --fresh --out "$OUT/preset_timing.json"
 # ours vs the authors' code, side by side: one training step and one predict per method, same threads, batch and
 # sizes, on the CPU (their code is run through CPU shims); needs their clones in $OFFICIAL (RegAD, UniAD, DFD, ...)
