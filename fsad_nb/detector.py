@@ -12,33 +12,31 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2.functional import gaussian_blur
 from .core import FsadError, Config, get_device, atomic_path
+from .registry import method_index
 from .backbones import FeatureExtractor
 from .data import normal_image_paths, load_images
 
 # %% auto #0
-__all__ = ['REGISTRY', 'METHODS', 'ANOMALY_CMAP', 'register', 'available_methods', 'method_class', 'get_detector', 'load_tensors',
+__all__ = ['REGISTRY', 'ANOMALY_CMAP', 'register', 'available_methods', 'method_class', 'get_detector', 'load_tensors',
            'Detector', 'smooth_maps', 'max_scores', 'batches', 'score_maps', 'meta_images', 'save_checkpoint',
            'load_checkpoint']
 
 # %% ../nbs/07_detector.ipynb #9ce905e8
 REGISTRY: dict = {}
-# where the built-in methods live; imported on first use, so `import fsad_nb` stays light
-METHODS = {"knn": "fsad_nb.methods.knn", "regad": "fsad_nb.methods.regad",
-           "dfd": "fsad_nb.methods.dfd", "simplenet": "fsad_nb.methods.dfd", "tdg": "fsad_nb.methods.tdg",
-           "uniad": "fsad_nb.methods.uniad"}
-
 def register(cls):
     "Class decorator: make a detector available to the protocol and CLI under `cls.name`."
     REGISTRY[cls.name] = cls
     return cls
 
 def available_methods() -> list[str]:
-    "Names of the built-in and registered methods."
-    return sorted(set(METHODS) | set(REGISTRY))
+    "Names of the methods found in `fsad_nb.methods` and the entry-point group `fsad_nb.methods`, and of those registered."
+    return sorted(set(method_index()) | set(REGISTRY))
 
 def method_class(name:str):
-    "The detector class registered as `name`, importing its module if it is a built-in method."
-    if name not in REGISTRY and name in METHODS: importlib.import_module(METHODS[name])
+    "The detector class registered as `name`, importing the module that defines it on first use."
+    if name not in REGISTRY and (where := method_index().get(name)):
+        module, cls = where; m = importlib.import_module(module)
+        if name not in REGISTRY and cls: REGISTRY[name] = getattr(m, cls)    # an entry-point class without `@register`
     if name not in REGISTRY: raise FsadError(f"unknown method {name!r}; available: {available_methods()}")
     return REGISTRY[name]
 
