@@ -61,7 +61,7 @@ def tdg_fashion_mnist(path):
     import json
     import numpy as np
     import seaborn as sns
-    from fsad_nb.data import FASHION_MNIST_CLASSES
+    from fsad_nb.datasets import FASHION_MNIST_CLASSES
     table = json.loads(Path(path).read_text())["fashion_mnist"]
     Ks = sorted({int(k.split("_k")[1]) for k in table})
     classes = sorted({int(k.split("_k")[0]) for k in table})

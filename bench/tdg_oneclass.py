@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from fsad_nb.core import get_device, save_json                                            # noqa: E402
-from fsad_nb.data import load_fashion_mnist, FASHION_MNIST_CLASSES                       # noqa: E402
+from fsad_nb.datasets import load_fashion_mnist, FASHION_MNIST_CLASSES                    # noqa: E402
 from fsad_nb.cli import parse_overrides                                                    # noqa: E402
 from fsad_nb.methods.tdg import TDG, TDGConfig                                             # noqa: E402
 from fsad_nb.protocol import one_class_rounds, summarise_one_class                        # noqa: E402

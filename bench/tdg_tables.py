@@ -11,7 +11,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from fsad_nb.core import save_json, atomic_path                           # noqa: E402
-from fsad_nb.data import FASHION_MNIST_CLASSES                             # noqa: E402
+from fsad_nb.datasets import FASHION_MNIST_CLASSES                          # noqa: E402
 sys.path.insert(0, str(ROOT/"bench"))
 from dfd_tables import NAMES, method_table                                 # noqa: E402
 

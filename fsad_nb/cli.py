@@ -350,10 +350,11 @@ def cmd_list(a=None):
 # %% ../nbs/21_cli.ipynb #c12e44b2
 def cmd_demo(a, categories=("elpv_mono", "elpv_poly"), image_size:int=224, **kw):
     "`fsad demo`: patch-kNN, K=4, a few rounds on real elpv solar cells; table + heatmap gallery PNG."
-    from fsad_nb import protocol, data
+    from fsad_nb import protocol
+    from fsad_nb.converters import make_elpv_categories
     from fsad_nb.core import get_device, atomic_write_text
     t0 = time.time()
-    if a.data: root = Path(a.data); data.make_elpv_categories(root)
+    if a.data: root = Path(a.data); make_elpv_categories(root)
     else:
         from fsad_nb.datasets import dataset
         root = dataset("elpv")                      # written from the pip package into the data home on first use

@@ -1,4 +1,4 @@
-"""One data home, datasets by name: find a dataset in the folders of `FSAD_DATA` or download it, convert it to the MVTec layout, check it, and move it into place in one step.
+"""One data home, datasets by name: find a dataset in the folders of `FSAD_DATA` or download it, convert it to the MVTec layout, check it, and move it into place in one step; Fashion-MNIST read from its IDX files.
 
 Docs: https://fsad-nb.github.io/fsad_nb/datasets.html.md"""
 
@@ -6,23 +6,25 @@ Docs: https://fsad-nb.github.io/fsad_nb/datasets.html.md"""
 
 # %% ../nbs/08_datasets.ipynb #2e453d8c
 from __future__ import annotations
-import os, gzip, shutil, hashlib, tarfile, zipfile, tempfile, urllib.parse, importlib.resources
+import os, gzip, zlib, shutil, hashlib, tempfile, typing, urllib.parse, importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 import numpy as np
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
+if typing.TYPE_CHECKING: import torch       # annotations only: torch loads when Fashion-MNIST is read
 from .core import FsadError, save_json, load_json
-from .data import download, extract, file_sha256, make_elpv_categories
-from .data import download_mvtec_ad, download_visa, download_mpdd, download_dagm
-from .data import MVTEC_AD_URL, MVTEC_AD_CATEGORIES, VISA_URL, MPDD_URL, DAGM_URL
+from .downloads import download, extract, file_sha256, file_md5
+from .converters import make_elpv_categories, download_mvtec_ad, download_visa, download_mpdd, download_dagm
+from .converters import MVTEC_AD_URL, MVTEC_AD_CATEGORIES, VISA_URL, MPDD_URL, DAGM_URL
 
 # %% auto #0
 __all__ = ['SOURCES', 'MANIFESTS', 'MAGNETIC_TILE_URL', 'DTD_URL', 'DTD_MD5', 'DTD_CLASSES', 'FASHION_MNIST_URL',
-           'FASHION_MNIST_MD5', 'data_home', 'Source', 'register', 'find', 'file_md5', 'dataset', 'fetch',
-           'magnetic_tile_split', 'binarise_mask', 'pixel_sha256', 'magnetic_tile_to_mvtec', 'check_magnetic_tile',
-           'dtd10_names', 'shrink_jpeg', 'dtd_to_folders', 'inventory', 'writable', 'describe']
+           'FASHION_MNIST_MD5', 'FASHION_MNIST_DIR', 'FASHION_MNIST_FILES', 'FASHION_MNIST_CLASSES', 'IDX_IMAGES',
+           'IDX_LABELS', 'data_home', 'Source', 'register', 'find', 'dataset', 'fetch', 'magnetic_tile_split',
+           'binarise_mask', 'pixel_sha256', 'magnetic_tile_to_mvtec', 'check_magnetic_tile', 'dtd10_names',
+           'shrink_jpeg', 'dtd_to_folders', 'read_idx', 'load_fashion_mnist', 'inventory', 'writable', 'describe']
 
 # %% ../nbs/08_datasets.ipynb #03cbc30c
 def data_home() -> list[Path]:
@@ -73,13 +75,6 @@ def find(name) -> Path|None:
     return next((h/s.name for h in data_home() if not _missing(s, h/s.name)), None)
 
 # %% ../nbs/08_datasets.ipynb #09ed7374
-def file_md5(path, chunk:int=1 << 20) -> str:
-    "Hex MD5 of a file, read in chunks (for sources that publish MD5 digests)."
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(chunk), b""): h.update(b)
-    return h.hexdigest()
-
 def _check(path:Path, spec:str):
     "Verify `path` against `spec` ('md5:<hex>' or 'sha256:<hex>'); an FsadError names the file and both digests."
     algo, want = spec.split(":", 1)
@@ -206,14 +201,6 @@ register(Source(
     yields="one MVTec category: train/good 300, test/good 100, test/{blowhole,break,crack,fray,uneven} 392 with masks",
     expect=("train/good", "test/good", "ground_truth", "split.json")))
 
-# %% ../nbs/08_datasets.ipynb #e635aabe
-def _fake_magnetic_tile_archive(reference, dest, split:dict|None=None) -> Path:
-    "A Magnetic-tile-like zip at `dest`, rebuilt from a converted folder `reference` by inverting the split map (for tests)."
-    with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as z:
-        for dst, src in (split or magnetic_tile_split()).items():
-            z.write(Path(reference)/dst, f"Magnetic-tile-defect-datasets.-master/{src}")
-    return Path(dest)
-
 # %% ../nbs/08_datasets.ipynb #1a21a4b2
 DTD_URL = "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz"
 DTD_MD5 = "fff73e5086ae6bdbea199a49dfb8a4c1"      # the archive's MD5, as recorded by torchvision's DTD loader
@@ -264,14 +251,6 @@ register(Source("dtd", DTD_URL, yields="47 texture folders, all 5640 images, eac
 register(Source("dtd10", DTD_URL, yields="10 texture folders x 60 images, each fit to 256 x 256 (JPEG q90)",
                 expect=DTD_CLASSES[:10], options=dict(names=dtd10_names()), **_DTD))
 
-# %% ../nbs/08_datasets.ipynb #0b4bf353
-def _fake_dtd_archive(reference, dest) -> Path:
-    "A DTD-like .tar.gz at `dest` (dtd/images/<class>/<name>) holding the class folders of `reference` (for tests)."
-    with tarfile.open(dest, "w:gz", compresslevel=1) as t:
-        for c in sorted(d for d in Path(reference).iterdir() if d.is_dir()):
-            for p in sorted(c.iterdir()): t.add(p, f"dtd/images/{c.name}/{p.name}")
-    return Path(dest)
-
 # %% ../nbs/08_datasets.ipynb #8d871f64
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 FASHION_MNIST_MD5 = {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -289,16 +268,50 @@ register(Source(
     size="about 30 MB", yields="the four IDX .gz files (70,000 28x28 grey images, 10 classes)", fetch=_fetch_files,
     expect=tuple(FASHION_MNIST_MD5), checksums={n: f"md5:{h}" for n, h in FASHION_MNIST_MD5.items()}))
 
-# %% ../nbs/08_datasets.ipynb #7c3ba41c
-def _fake_fashion_mnist(folder, n_train:int=12, n_test:int=5, seed:int=0) -> Path:
-    "The four Fashion-MNIST .gz files in IDX format, filled with random images and labels (for tests)."
-    folder, rng = Path(folder), np.random.default_rng(seed); folder.mkdir(parents=True, exist_ok=True)
-    hdr = lambda magic, *dims: b"".join(int(v).to_bytes(4, "big") for v in (magic, *dims))
-    files = list(FASHION_MNIST_MD5)
-    for (fi, fl), n in (((files[0], files[1]), n_train), ((files[2], files[3]), n_test)):
-        with gzip.open(folder/fi, "wb") as f: f.write(hdr(2051, n, 28, 28) + rng.integers(0, 256, n * 784, dtype=np.uint8).tobytes())
-        with gzip.open(folder/fl, "wb") as f: f.write(hdr(2049, n) + rng.integers(0, 10, n, dtype=np.uint8).tobytes())
-    return folder
+# %% ../nbs/08_datasets.ipynb #fe32c7b6
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")         # Debian: apt-get install dataset-fashion-mnist
+FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                       "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+IDX_IMAGES, IDX_LABELS = 2051, 2049                                    # magic numbers: bytes in 3 / 1 dimensions
+
+def read_idx(path, magic:int) -> np.ndarray:
+    "A gzip-compressed IDX file as a uint8 array; checks the magic number and that the data fill the header's shape."
+    try:
+        with gzip.open(path, "rb") as f: raw = f.read()
+    except FileNotFoundError: raise FsadError(f"{path}: no such file") from None
+    except (OSError, EOFError, zlib.error) as e: raise FsadError(f"{path}: corrupt or truncated gzip file ({e})") from None
+    ndim, found = magic & 0xFF, int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if found != magic or len(raw) < 4 + 4 * ndim:
+        raise FsadError(f"{path}: not the expected IDX file (magic number {found}, expected {magic})")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise FsadError(f"{path}: the header says {shape} = {int(np.prod(shape))} bytes of data, the file holds {data.size}")
+    return data.reshape(shape)
+
+def _fashion_root(root=None) -> Path:
+    "`root`, else $FSAD_FASHION_MNIST, else the data home's copy, else Debian's folder, else a download into the data home."
+    if root is not None: return Path(root)
+    if os.environ.get("FSAD_FASHION_MNIST"): return Path(os.environ["FSAD_FASHION_MNIST"])
+    if (d := find("fashion_mnist")) is not None: return d
+    if all((FASHION_MNIST_DIR/f).is_file() for fs in FASHION_MNIST_FILES.values() for f in fs): return FASHION_MNIST_DIR
+    return dataset("fashion_mnist")
+
+def load_fashion_mnist(root=None, split:str="train") -> tuple[torch.Tensor, torch.Tensor]:
+    "Fashion-MNIST `split` ('train': 60,000 images, 'test': 10,000) as uint8 images [N,28,28] and int64 labels [N] in 0-9."
+    import torch                                            # only here: listing and fetching datasets stays light
+    if split not in FASHION_MNIST_FILES: raise FsadError(f"split={split!r}: must be 'train' or 'test'")
+    paths = [_fashion_root(root)/f for f in FASHION_MNIST_FILES[split]]
+    missing = [p for p in paths if not p.is_file()]
+    if missing: raise FsadError(f"Fashion-MNIST not found: {missing[0]} is missing. Get it with `fsad data fetch fashion_mnist` "
+                                f"(or `apt-get install dataset-fashion-mnist`), or pass root= to the folder of the four .gz files")
+    X, y = read_idx(paths[0], IDX_IMAGES), read_idx(paths[1], IDX_LABELS)
+    if len(X) != len(y): raise FsadError(f"{paths[0]} holds {len(X)} images but {paths[1]} holds {len(y)} labels")
+    if y.size and int(y.max()) > 9: raise FsadError(f"{paths[1]}: label {int(y.max())} outside 0-9")
+    return torch.from_numpy(X.copy()), torch.from_numpy(y.astype(np.int64))
+
 
 # %% ../nbs/08_datasets.ipynb #2f2d828f
 def _sha256_of(source:Source, url:str|None) -> str|None:

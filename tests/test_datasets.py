@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 
 from fsad_nb.core import FsadError
-from fsad_nb.data import _local_server, _fake_visa, _fake_dagm, make_synthetic_category, list_categories, load_fashion_mnist
+from fsad_nb.data import make_synthetic_category, list_categories
+from fsad_nb.testing import local_server, fake_visa, fake_dagm, fake_magnetic_tile_archive, fake_dtd_archive, fake_fashion_mnist
 from fsad_nb import datasets as ds
 from fsad_nb.datasets import (SOURCES, DTD_MD5, FASHION_MNIST_MD5, MANIFESTS, data_home, dataset, fetch, find, file_md5,
-                              describe, inventory, magnetic_tile_split, dtd10_names, _fake_magnetic_tile_archive,
-                              _fake_dtd_archive, _fake_fashion_mnist)
+                              describe, inventory, magnetic_tile_split, dtd10_names, load_fashion_mnist)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def _snapshot(d):
 @pytest.fixture
 def server(tmp_path):
     folder = tmp_path/"served"; folder.mkdir()
-    with _local_server(folder) as url: yield folder, url
+    with local_server(folder) as url: yield folder, url
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_data_home_order_and_default(monkeypatch, tmp_path):
 
 def test_found_in_a_later_home_without_writing(tmp_path, monkeypatch):
     first, second, third = tmp_path/"first", tmp_path/"second", tmp_path/"third"
-    _fake_fashion_mnist(third/"fashion_mnist")
+    fake_fashion_mnist(third/"fashion_mnist")
     (second/"fashion_mnist").mkdir(parents=True)                      # incomplete copy: skipped
     (second/"fashion_mnist"/"train-images-idx3-ubyte.gz").write_bytes(b"")
     before = {d: _snapshot(d) for d in (second, third)}
@@ -106,7 +106,7 @@ def test_first_home_not_writable(tmp_path, monkeypatch, server):
 
 def test_failed_downloads_leave_no_folder(home, server):
     folder, url = server
-    files = _fake_fashion_mnist(folder/"fm")
+    files = fake_fashion_mnist(folder/"fm")
     src = dataclasses.replace(SOURCES["fashion_mnist"], url=tuple(f"{url}/fm/{n}" for n in FASHION_MNIST_MD5))
     with pytest.raises(FsadError, match="MD5 mismatch"): dataset(src, progress=False)          # the real MD5s
     assert _leftovers(home) == []
@@ -134,7 +134,7 @@ def test_incomplete_folder_is_not_overwritten(home, server):
 def test_magnetic_tile_rebuilt_byte_for_byte(tmp_path, server, monkeypatch):
     reference = _reference("magnetic_tile")
     folder, url = server
-    _fake_magnetic_tile_archive(reference, folder/"master.zip")
+    fake_magnetic_tile_archive(reference, folder/"master.zip")
     h = tmp_path/"home"; monkeypatch.setenv("FSAD_DATA", str(h))
     out = dataset(dataclasses.replace(SOURCES["magnetic_tile"], url=f"{url}/master.zip"), progress=False)
     assert out == h/"magnetic_tile" and _leftovers(h) == ["magnetic_tile"]
@@ -163,7 +163,7 @@ def test_magnetic_tile_changed_upstream_refused(tmp_path, server, monkeypatch):
     folder, url = server
     changed = tmp_path/"changed"; shutil.copytree(reference, changed)
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(changed/"ground_truth"/"fray"/"005_mask.png")   # a different mask
-    _fake_magnetic_tile_archive(changed, folder/"master.zip")
+    fake_magnetic_tile_archive(changed, folder/"master.zip")
     h = tmp_path/"home"; monkeypatch.setenv("FSAD_DATA", str(h))
     with pytest.raises(FsadError, match="ground_truth/fray/005_mask.png"):
         dataset(dataclasses.replace(SOURCES["magnetic_tile"], url=f"{url}/master.zip"), progress=False)
@@ -175,7 +175,7 @@ def test_magnetic_tile_changed_upstream_refused(tmp_path, server, monkeypatch):
 def test_dtd10_rebuilt_byte_for_byte(tmp_path, server, monkeypatch):
     reference = _reference("dtd10")
     folder, url = server
-    archive = _fake_dtd_archive(reference, folder/"dtd-r1.0.1.tar.gz")
+    archive = fake_dtd_archive(reference, folder/"dtd-r1.0.1.tar.gz")
     h = tmp_path/"home"; monkeypatch.setenv("FSAD_DATA", str(h))
     src = dataclasses.replace(SOURCES["dtd10"], url=f"{url}/dtd-r1.0.1.tar.gz")
     with pytest.raises(FsadError, match=f"MD5 mismatch: expected {DTD_MD5}"): dataset(src, progress=False)
@@ -207,7 +207,7 @@ def test_dtd_shrinks_large_images(tmp_path):
 
 def test_fashion_mnist_served_checked_and_loadable(home, server):
     folder, url = server
-    files = _fake_fashion_mnist(folder/"fm", n_train=7, n_test=3)
+    files = fake_fashion_mnist(folder/"fm", n_train=7, n_test=3)
     src = dataclasses.replace(SOURCES["fashion_mnist"], url=tuple(f"{url}/fm/{n}" for n in FASHION_MNIST_MD5),
                               checksums={n: f"md5:{file_md5(files/n)}" for n in FASHION_MNIST_MD5})
     out = dataset(src, progress=False)
@@ -220,8 +220,8 @@ def test_fashion_mnist_served_checked_and_loadable(home, server):
 def test_data_converters_under_the_registry(name, home, server, tmp_path):
     folder, url = server
     src_dir = tmp_path/"src"
-    if name == "visa": _fake_visa(src_dir)
-    elif name == "dagm": _fake_dagm(src_dir)
+    if name == "visa": fake_visa(src_dir)
+    elif name == "dagm": fake_dagm(src_dir)
     else:
         for c in ("gadget", "widget"): make_synthetic_category(src_dir/"nested", c, n_train=3, n_test_good=1, n_test_defect=3, size=24)
     archive = Path(shutil.make_archive(str(folder/name), "gztar", src_dir))
@@ -252,7 +252,7 @@ def test_no_public_link_says_where(home):
 
 def test_describe_and_inventory(tmp_path, monkeypatch):
     a, b = tmp_path/"a", tmp_path/"b"
-    _fake_fashion_mnist(a/"fashion_mnist"); (b/"odd").mkdir(parents=True); (b/"odd"/"f").write_bytes(b"x" * 1500)
+    fake_fashion_mnist(a/"fashion_mnist"); (b/"odd").mkdir(parents=True); (b/"odd"/"f").write_bytes(b"x" * 1500)
     (a/".fashion_mnist.staging-x").mkdir()                                     # hidden: not listed
     monkeypatch.setenv("FSAD_DATA", f"{a}:{b}")
     rows = {r["name"]: r for r in inventory()}
@@ -287,7 +287,7 @@ def test_a_notebook_runs_on_a_fresh_data_home_filled_by_download(tmp_path, serve
     import subprocess, sys
     reference = _reference("magnetic_tile")
     folder, url = server
-    _fake_magnetic_tile_archive(reference, folder/"master.zip")
+    fake_magnetic_tile_archive(reference, folder/"master.zip")
     h = tmp_path/"home"; monkeypatch.setenv("FSAD_DATA", str(h))
     dataset(dataclasses.replace(SOURCES["magnetic_tile"], url=f"{url}/master.zip"), progress=False)
     code = ("from nbdev.test import test_nb; import sys; "

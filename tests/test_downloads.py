@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 
 from fsad_nb.core import FsadError
-from fsad_nb.data import (MVTecLayout, list_categories, make_synthetic_category, file_sha256, download, extract,
-                          download_mvtec_ad, download_mpdd, download_visa, download_dagm, visa_to_mvtec, dagm_to_mvtec,
-                          _local_server, _fake_visa, _fake_dagm)
+from fsad_nb.data import MVTecLayout, list_categories, make_synthetic_category
+from fsad_nb.downloads import file_sha256, download, extract
+from fsad_nb.converters import download_mvtec_ad, download_mpdd, download_visa, download_dagm, visa_to_mvtec, dagm_to_mvtec
+from fsad_nb.testing import local_server, fake_visa, fake_dagm
 
 
 @pytest.fixture
 def server(tmp_path):
     "(folder served, base URL) of a local HTTP server on a free port, running in a background thread."
     folder = tmp_path/"served"; folder.mkdir()
-    with _local_server(folder) as url: yield folder, url
+    with local_server(folder) as url: yield folder, url
 
 
 def _synthetic(root, name, seed=0):
@@ -155,7 +156,7 @@ def test_mpdd_nested_zip(server, tmp_path):
 
 def test_visa_download_and_convert(server, tmp_path):
     folder, url = server
-    _fake_visa(tmp_path/"src"/"VisA", n_normal=6, n_anomaly=3)
+    fake_visa(tmp_path/"src"/"VisA", n_normal=6, n_anomaly=3)
     arc = _pack(tmp_path/"src"/"VisA", ".", folder/"VisA_20220922", "tar")   # categories at the top, like the real one
     root = tmp_path/"visa"
     cats = download_visa(root, url=f"{url}/{arc.name}", sha256=file_sha256(arc))
@@ -170,7 +171,7 @@ def test_visa_download_and_convert(server, tmp_path):
 
 
 def test_visa_converter_errors(tmp_path):
-    raw = _fake_visa(tmp_path/"raw")
+    raw = fake_visa(tmp_path/"raw")
     os.remove(raw/"widget"/"Data"/"Images"/"Normal"/"0001.JPG")
     with pytest.raises(FsadError, match="0001.JPG"): visa_to_mvtec(raw, tmp_path/"out")
     assert not (tmp_path/"out"/"widget").exists()                       # a failed object leaves no half category
@@ -182,7 +183,7 @@ def test_visa_converter_errors(tmp_path):
 
 def test_dagm_download_and_convert(server, tmp_path):
     folder, url = server
-    _fake_dagm(tmp_path/"src", classes=(1, 3), n_train=(5, 2), n_test=(3, 4))
+    fake_dagm(tmp_path/"src", classes=(1, 3), n_train=(5, 2), n_test=(3, 4))
     arcs = [_pack(tmp_path/"src", f"Class{c}", folder/f"Class{c}", "zip") for c in (1, 3)]
     root = tmp_path/"dagm"
     cats = download_dagm(root, url=[f"{url}/{a.name}" for a in arcs], sha256=[file_sha256(a) for a in arcs])
@@ -195,7 +196,7 @@ def test_dagm_download_and_convert(server, tmp_path):
 
 
 def test_dagm_converter_errors(tmp_path):
-    raw = _fake_dagm(tmp_path/"raw", classes=(2,))
+    raw = fake_dagm(tmp_path/"raw", classes=(2,))
     (raw/"Class2"/"Test"/"Label"/"Labels.txt").unlink()
     with pytest.raises(FsadError, match="Labels.txt"): dagm_to_mvtec(raw, tmp_path/"out")
     with pytest.raises(FsadError, match="class5"): dagm_to_mvtec(raw, tmp_path/"out", classes=["Class5"])

@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 
 from fsad_nb.core import FsadError, load_json, save_json
-from fsad_nb.data import download, extract, file_sha256, load_mask, make_synthetic_category, MVTecLayout, _fetch_install
+from fsad_nb.data import load_mask, make_synthetic_category, MVTecLayout
+from fsad_nb.downloads import download, extract, file_sha256
+from fsad_nb.converters import _fetch_install
 from fsad_nb.detector import get_detector
 from fsad_nb import protocol
 from fsad_nb.cli import main
