@@ -6,7 +6,7 @@ Docs: https://fsad-nb.github.io/fsad_nb/datasets.html.md"""
 
 # %% ../nbs/08_datasets.ipynb #2e453d8c
 from __future__ import annotations
-import os, gzip, zlib, shutil, hashlib, tempfile, typing, urllib.parse, importlib.resources
+import os, gzip, zlib, shutil, hashlib, tempfile, typing, importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -15,7 +15,7 @@ from PIL import Image
 from fastprogress.fastprogress import progress_bar
 if typing.TYPE_CHECKING: import torch       # annotations only: torch loads when Fashion-MNIST is read
 from .core import FsadError, save_json, load_json
-from .downloads import download, extract, file_sha256, file_md5
+from .downloads import download, extract, file_sha256, file_md5, _url_name as _file_name
 from .converters import make_elpv_categories, download_mvtec_ad, download_visa, download_mpdd, download_dagm
 from .converters import MVTEC_AD_URL, MVTEC_AD_CATEGORIES, VISA_URL, MPDD_URL, DAGM_URL
 
@@ -81,8 +81,6 @@ def _check(path:Path, spec:str):
     got = file_md5(path) if algo == "md5" else file_sha256(path)
     if got != want.lower(): raise FsadError(f"{path.name}: {algo.upper()} mismatch: expected {want.lower()}, got {got} "
                                             "(a truncated or altered download, or a changed upstream file)")
-
-def _file_name(url:str) -> str: return Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name or "download"
 
 def _get(source:Source, url:str, downloads:Path) -> Path:
     "Download `url` into folder `downloads` and check it against the source's digest for that file name, if it has one."
