@@ -147,10 +147,11 @@ def _evaluate_round(det, support, test, K:int, r:int, idx:list, seed:int, batch_
     if path is not None: save_json(path, rec)
     return rec, scores, maps
 
-def build_detector(method:str, seed:int, device=None, config=None, **options):
+def build_detector(method:str, seed:int, device=None, config=None, options:dict|None=None):
     "The detector of a run: any weights it draws at construction (e.g. a randomly initialised backbone) come from `seed`, so "
     "every round, resume, Ray task and replay of the run scores with the same network; torch's global stream is left as it was."
-    with seeded(seed, device if device not in (None, "auto") else None): return get_detector(method, config=config, device=device, **options)
+    with seeded(seed, device if device not in (None, "auto") else None):
+        return get_detector(method, config=config, device=device, **(options or {}))   # options may hold a config's own `seed`
 
 def run_category(method:str, root, category:str, out, shots=(1, 2, 4, 8), rounds:int=10, seed:int=0,
                  image_size:int=224, device=None, batch_size:int=32, config=None, options:dict|None=None,
@@ -158,7 +159,7 @@ def run_category(method:str, root, category:str, out, shots=(1, 2, 4, 8), rounds
                  workers:int|None=None, **overrides) -> dict:
     "Evaluate `method` on `category` for each K over fixed support rounds; write per-round JSON and a summary."
     if engine not in ("local", "ray"): raise FsadError(f"engine={engine!r}: must be 'local' or 'ray'")
-    det = build_detector(method, seed, device, config, **{**(options or {}), **overrides})
+    det = build_detector(method, seed, device, config, {**(options or {}), **overrides})
     with run_lock(out):
         return _run_category(det, method, root, category, out, shots, rounds, seed, image_size, device, batch_size,
                              progress, on_round, meta, engine, address, workers)
