@@ -158,7 +158,8 @@ def plot_embedding(Z, groups, ax=None, title=None):
     ax = ax or plt.subplots(figsize=(4, 4))[1]
     groups = np.asarray(groups)
     for g in dict.fromkeys(groups): ax.scatter(*Z[groups == g].T, s=6, label=str(g))
-    ax.legend(fontsize=7, markerscale=2); ax.set_xticks([]); ax.set_yticks([])
+    ax.legend(fontsize=7, markerscale=2, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)   # outside the points
+    ax.set_xticks([]); ax.set_yticks([])
     if title: ax.set_title(title, fontsize=9)
     return ax
 
