@@ -13,6 +13,7 @@ Without these the tests skip. Screenshots of a few pages go to pytest's tmp dir,
 `STEM_top.png`, `_math`, `_figure`, `_last_figure` (the viewport around them) and, for the figures SHOTS names, `STEM_NAME.png`
 (the figure alone), e.g. `23_deploy_overlay.png`, the picture `fsad predict` writes per image.
 """
+import ast as ast_mod
 import json
 import os
 import re
@@ -241,3 +242,23 @@ def test_cleaner_keeps_results_and_drops_noise():
     assert _CLEAN["clean_output"](gen) is None
     html_bar = {"output_type": "display_data", "data": {"text/html": ["<progress value='3' max='10'></progress>"]}, "metadata": {}}
     assert _CLEAN["clean_output"](html_bar) is None
+
+
+def _docs_time_cells(nb_path):
+    "Cells the docs build (nbdev-proc-nbs) executes on its own: exported ones and any cell holding an import."
+    import ast
+    for i, c in enumerate(json.loads(Path(nb_path).read_text())["cells"]):
+        if c["cell_type"] != "code": continue
+        src = "".join(c["source"]); dirs = {l[3:].split(":")[0].strip() for l in src.splitlines() if l.startswith("#|")}
+        if dirs & {"export", "exports", "exporti", "exec_doc", "default_exp"} or "eval: false" in src: continue
+        try: tree = ast.parse("\n".join(l for l in src.splitlines() if not l.startswith(("#|", "%", "!"))))
+        except SyntaxError: continue
+        if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(tree)): yield i, src, tree
+
+
+@pytest.mark.parametrize("nb", NBS, ids=[p.stem for p in NBS])
+def test_docs_build_runs_only_imports(nb):
+    "A test cell that also imports is run by the docs build without the cells before it: keep imports in their own cells."
+    mixed = [i for i, src, tree in _docs_time_cells(nb) if nb.name != "index.ipynb"
+             and any(not isinstance(n, (ast_mod.Import, ast_mod.ImportFrom)) for n in tree.body)]
+    assert not mixed, f"{nb.name}: cells {mixed} mix imports with other code (move the imports to an import cell)"
