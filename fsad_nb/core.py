@@ -39,6 +39,14 @@ def seeded(seed:int|None, device=None):
         if seed is not None: torch.manual_seed(seed)
         yield
 
+# %% ../nbs/00_core.ipynb #d0ec0793
+def _progress(it, total=None, progress:bool=True, min_len=32):
+    "A fastprogress bar over `it` when the caller asks for one, it is long enough, and a notebook or terminal shows it."
+    n = total if total is not None else len(it)
+    from fastprogress.fastprogress import progress_bar, IN_NOTEBOOK   # on first use: `fsad --help` stays instant
+    shown = progress and n >= min_len and (IN_NOTEBOOK or sys.stdout.isatty())   # a log file gets no bar snapshots
+    return progress_bar(it, total=n, leave=False) if shown else it
+
 # %% ../nbs/00_core.ipynb #c73a6f77
 def get_device(device=None) -> torch.device:
     "Resolve `device` ('auto'/None -> cuda if available else cpu) to a `torch.device`."

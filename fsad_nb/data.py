@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageFile, ImageDraw
 from scipy import ndimage
-from fastprogress.fastprogress import progress_bar, IN_NOTEBOOK
-from .core import FsadError, save_json, load_json
+from .core import FsadError, save_json, load_json, _progress
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'SYNTHETIC_DEFECTS', 'load_image', 'load_mask', 'image_files', 'MVTecLayout', 'list_categories',
@@ -185,12 +184,6 @@ def list_categories(root) -> list[str]:
     "Sorted names of the sub-folders of `root` laid out like MVTec categories (train/good and test/)."
     root = Path(root)
     return sorted(d.name for d in root.iterdir() if d.is_dir() and _looks_like_category(d)) if root.is_dir() else []
-
-def _progress(it, total=None, progress:bool=True, min_len=32):
-    "A fastprogress bar over `it` when the caller asks for one, it is long enough, and a notebook or terminal shows it."
-    n = total if total is not None else len(it)
-    shown = progress and n >= min_len and (IN_NOTEBOOK or sys.stdout.isatty())   # a log file gets no bar snapshots
-    return progress_bar(it, total=n, leave=False) if shown else it
 
 def load_split(root, category:str, split:str="test", size=256, indices=None, progress:bool=False, **kwargs):
     "Stack a split into (images [N,3,S,S], masks [N,1,S,S], labels [N] long); `indices` picks a subset."

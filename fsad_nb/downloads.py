@@ -9,7 +9,7 @@ from __future__ import annotations
 import os, re, lzma, zlib, hashlib, tarfile, zipfile, http.client, urllib.request, urllib.parse, urllib.error
 from pathlib import Path
 from .core import FsadError
-from .data import _progress
+from .core import _progress   # not data: a download needs no torch
 
 # %% auto #0
 __all__ = ['file_sha256', 'file_hash', 'download', 'file_md5', 'extract']

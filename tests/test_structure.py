@@ -91,3 +91,10 @@ def test_fsad_list_with_an_installed_plugin_is_fast_and_torch_free(tmp_path):
     assert "A tiny plug-in detector." in r.stdout
     seconds, torch_loaded = r.stdout.split()[-2:]
     assert float(seconds) < 1 and torch_loaded == "False"
+
+
+def test_downloads_need_no_torch():
+    "Fetching a dataset is HTTP, checksums and archives: importing `downloads` loads neither torch nor the image code."
+    r = subprocess.run([sys.executable, "-c", "import sys, fsad_nb.downloads; print('torch' in sys.modules, 'fsad_nb.data' in sys.modules)"],
+                       capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["False", "False"], r.stdout
