@@ -12,9 +12,9 @@ from . import __version__
 from .core import FsadError       # light: torch, the data layer and the methods load on first use
 
 # %% auto #0
-__all__ = ['EXAMPLES', 'MIN_IMAGE_SIZE', 'parse_overrides', 'build_parser', 'check_run_args', 'resolve_data', 'data_path',
-           'resolve_meta', 'cmd_run', 'write_gallery', 'cmd_data', 'cmd_fit', 'cmd_predict', 'cmd_export', 'cmd_plot',
-           'cmd_options', 'catalog', 'cmd_list', 'cmd_demo', 'main']
+__all__ = ['EXAMPLES', 'MIN_IMAGE_SIZE', 'parse_overrides', 'build_parser', 'resolve_image_size', 'check_run_args',
+           'resolve_data', 'data_path', 'resolve_meta', 'cmd_run', 'write_gallery', 'cmd_data', 'cmd_fit',
+           'cmd_predict', 'cmd_export', 'cmd_plot', 'cmd_options', 'catalog', 'cmd_list', 'cmd_demo', 'main']
 
 # %% ../nbs/21_cli.ipynb #58ebcc7b
 def parse_overrides(method:str, pairs, backbone=None) -> dict:
@@ -147,12 +147,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 MIN_IMAGE_SIZE = 32   # the backbones' stride-16 maps need at least 2 x 2 positions
 
+def resolve_image_size(a) -> int:
+    "`--image-size`, else the preset's size, else 224; at least `MIN_IMAGE_SIZE` (shared by `run` and `fit`)."
+    from fsad_nb.presets import preset_image_size
+    if a.image_size is None: a.image_size = preset_image_size(a.method, a.preset)
+    if a.image_size < MIN_IMAGE_SIZE: raise FsadError(f"--image-size {a.image_size}: must be at least {MIN_IMAGE_SIZE} pixels")
+    return a.image_size
+
 def check_run_args(a):
     "Ranges of `fsad run`'s numeric arguments, the device, and --out; one FsadError naming the argument."
     from fsad_nb.core import get_device
-    from fsad_nb.presets import preset_image_size
-    if a.image_size is None: a.image_size = preset_image_size(a.method, a.preset)   # the preset's size, else 224
-    if a.image_size < MIN_IMAGE_SIZE: raise FsadError(f"--image-size {a.image_size}: must be at least {MIN_IMAGE_SIZE} pixels")
+    resolve_image_size(a)
     for name in ("batch_size", "rounds"):
         if getattr(a, name) < 1: raise FsadError(f"--{name.replace('_', '-')} {getattr(a, name)}: must be at least 1")
     if min(a.shots) < 1: raise FsadError(f"--shots {min(a.shots)}: K must be at least 1")
@@ -252,9 +257,8 @@ def cmd_fit(a):
     from fsad_nb.deploy import fit_model
     if a.round < 0: raise FsadError(f"--round {a.round}: must be >= 0 (the protocol's draws are numbered 0, 1, ...)")
     if a.shots is not None and a.shots < 1: raise FsadError(f"--shots {a.shots}: K must be at least 1")
-    from fsad_nb.presets import apply_preset, preset_image_size
-    if a.image_size is None: a.image_size = preset_image_size(a.method, a.preset)
-    if a.image_size < MIN_IMAGE_SIZE: raise FsadError(f"--image-size {a.image_size}: must be at least {MIN_IMAGE_SIZE} pixels")
+    from fsad_nb.presets import apply_preset
+    resolve_image_size(a)
     over = apply_preset(a.method, a.preset, parse_overrides(a.method, a.set, a.backbone))   # preset first, --set on top
     out = fit_model(a.method, [data_path(s) for s in a.support], a.out, shots=a.shots, round=a.round, options=over, image_size=a.image_size,
                     device=a.device, meta=resolve_meta(a.meta) or None, progress=sys.stdout.isatty())

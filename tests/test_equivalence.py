@@ -31,25 +31,13 @@ def _check(name, ours_fn):
             bad.append(f"{stage}: documented difference {rec['sampled_abs']:.4g} is now {a:.4g}")
     assert not bad, "\n".join(bad)
 
-@pytest.mark.skipif(not (eq.FIXTURES/"regad.npz").is_file(), reason="no RegAD fixture")
-def test_regad_matches_authors():
-    _check("regad", eq.regad_ours_outputs)
+CHECKS = {"regad": "regad_ours_outputs", "uniad": "uniad_ours_outputs", "dfd": "dfd_ours_from_fixture",
+          "simplenet": "simplenet_ours_outputs", "tdg": "tdg_ours_outputs"}   # method -> our side, recomputed from its fixture
 
-@pytest.mark.skipif(not (eq.FIXTURES/"uniad.npz").is_file(), reason="no UniAD fixture")
-def test_uniad_matches_authors():
-    _check("uniad", eq.uniad_ours_outputs)
-
-@pytest.mark.skipif(not (eq.FIXTURES/"dfd.npz").is_file(), reason="no DFD fixture")
-def test_dfd_matches_authors():
-    _check("dfd", eq.dfd_ours_from_fixture)
-
-@pytest.mark.skipif(not (eq.FIXTURES/"simplenet.npz").is_file(), reason="no SimpleNet fixture")
-def test_simplenet_matches_authors():
-    _check("simplenet", eq.simplenet_ours_outputs)
-
-@pytest.mark.skipif(not (eq.FIXTURES/"tdg.npz").is_file(), reason="no TDG fixture")
-def test_tdg_matches_authors():
-    _check("tdg", eq.tdg_ours_outputs)
+@pytest.mark.parametrize("method", CHECKS)
+def test_matches_authors(method):
+    if not (eq.FIXTURES/f"{method}.npz").is_file(): pytest.skip(f"no {method} fixture")
+    _check(method, getattr(eq, CHECKS[method]))
 
 def test_defaults_table_is_current():
     "Every listed default of ours is the value our config holds now (the table in the bench cannot go stale)."
