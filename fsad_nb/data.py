@@ -16,8 +16,9 @@ from scipy import ndimage
 from .core import FsadError, save_json, load_json, _progress
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'SYNTHETIC_DEFECTS', 'load_image', 'load_mask', 'image_files', 'MVTecLayout', 'list_categories',
-           'load_split', 'stack_split', 'normal_image_paths', 'load_images', 'make_synthetic_category', 'grey_to_rgb']
+__all__ = ['IMAGE_EXTS', 'SYNTHETIC_DEFECTS', 'load_image', 'decode_image', 'load_mask', 'image_files', 'MVTecLayout',
+           'list_categories', 'load_split', 'stack_split', 'normal_image_paths', 'load_images',
+           'make_synthetic_category', 'grey_to_rgb']
 
 # %% ../nbs/01_data.ipynb #2c901034
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -60,6 +61,21 @@ def _open_fully(path):
 def load_image(path) -> Image.Image:
     "Decode `path` completely and return an 8-bit RGB PIL image (grey, alpha, palette, CMYK and 16-bit handled)."
     return _to_rgb(_open_fully(path))
+
+# %% ../nbs/01_data.ipynb #ae8fbc8c
+def _hw(size) -> tuple[int, int]|None:
+    "`size` as (H, W): an int means a square, None means native size."
+    return None if size is None else (size, size) if isinstance(size, int) else tuple(size)
+
+def decode_image(path, size=None, min_size:int=1) -> tuple[torch.Tensor, np.ndarray]:
+    "(image [3,H,W] float in [0,1], resized to `size` if given; the RGB uint8 array [h,w,3] as decoded); refuses images under `min_size` px on a side."
+    rgb = np.array(load_image(path))                                       # [h,w,3] uint8, writable
+    if min(rgb.shape[:2]) < min_size:
+        raise FsadError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px; images must be at least {min_size} px on each side")
+    x = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255               # x = v / 255
+    if (size := _hw(size)) is not None and tuple(x.shape[1:]) != size:
+        x = F.interpolate(x[None], size, mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+    return x, rgb
 
 # %% ../nbs/01_data.ipynb #e8e8d70f
 def load_mask(path) -> np.ndarray:
@@ -164,12 +180,10 @@ class MVTecLayout(torch.utils.data.Dataset):
     def __len__(self): return len(self.paths)
 
     def __getitem__(self, i:int) -> dict:
-        x = torch.from_numpy(np.array(load_image(self.paths[i]))).permute(2, 0, 1).float() / 255   # [3,H,W] in [0,1]
+        x, _ = decode_image(self.paths[i], self.size)                           # [3,S,S] in [0,1]
         m = self.mask_paths[i]
         m = torch.from_numpy(load_mask(m)).float()[None] if m is not None else torch.zeros(1, *x.shape[1:])
-        if self.size is not None and tuple(x.shape[1:]) != self.size:
-            x = F.interpolate(x[None], self.size, mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
-            m = F.interpolate(m[None], self.size, mode="nearest-exact")[0]
+        if tuple(m.shape[1:]) != tuple(x.shape[1:]): m = F.interpolate(m[None], x.shape[1:], mode="nearest-exact")[0]   # masks stay 0/1
         item = dict(image=x, mask=m, label=int(self.labels[i]), defect_type=self.defect_types[i], path=str(self.paths[i]))
         return self.transform(item) if self.transform is not None else item
 
@@ -207,13 +221,9 @@ def normal_image_paths(path) -> list[Path]:
     if not ps: raise FsadError(f"{d}: no normal images (neither train/good/ nor image files in the folder itself)")
     return ps
 
-def load_images(paths, size=256) -> torch.Tensor:
-    "Decode image files to a tensor [N,3,S,S] in [0,1], resized (bilinear, antialiased) to `size`."
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    def one(p):
-        x = torch.from_numpy(np.array(load_image(p))).permute(2, 0, 1).float()[None] / 255
-        return F.interpolate(x, size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1) if tuple(x.shape[-2:]) != size else x
-    return torch.cat([one(p) for p in paths])
+def load_images(paths, size=256, min_size:int=1) -> torch.Tensor:
+    "Decode image files to a tensor [N,3,S,S] in [0,1] with `decode_image`, resized to `size`."
+    return torch.stack([decode_image(p, size, min_size)[0] for p in paths])
 
 # %% ../nbs/01_data.ipynb #b497ec05
 def _json_roundtrip(obj): return json.loads(json.dumps(obj, default=str))
