@@ -1,4 +1,4 @@
-"""Public anomaly-detection datasets turned into the MVTec layout: MVTec AD and MPDD (downloaded as they are), VisA, DAGM 2007 and elpv (converted).
+"""Public anomaly-detection datasets turned into the MVTec layout: MVTec AD and MPDD (downloaded as they are), VisA, DAGM 2007, elpv and Magnetic tile (converted), and DTD's textures (shrunk into one folder per class).
 
 Docs: https://fsad-nb.github.io/fsad_nb/converters.html.md"""
 
@@ -6,17 +6,20 @@ Docs: https://fsad-nb.github.io/fsad_nb/converters.html.md"""
 
 # %% ../nbs/18_converters.ipynb #af5e64a7
 from __future__ import annotations
-import os, re, csv, shutil, tempfile, functools
+import os, re, csv, shutil, hashlib, tempfile, functools, importlib.resources
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .core import FsadError
-from .data import load_mask, _build_category, _looks_like_category, _progress
-from .downloads import download, extract, _url_name
+from .core import FsadError, save_json, load_json, _progress
+from .data import load_mask, _build_category, _looks_like_category
+from .downloads import download, extract, file_sha256, _url_name
 
 # %% auto #0
-__all__ = ['MVTEC_AD_URL', 'MVTEC_AD_CATEGORIES', 'MPDD_URL', 'VISA_URL', 'DAGM_URL', 'download_mvtec_ad', 'download_mpdd',
-           'visa_to_mvtec', 'download_visa', 'dagm_to_mvtec', 'download_dagm', 'elpv_labels', 'make_elpv_categories']
+__all__ = ['MVTEC_AD_URL', 'MVTEC_AD_CATEGORIES', 'MPDD_URL', 'VISA_URL', 'DAGM_URL', 'MANIFESTS', 'MAGNETIC_TILE_URL', 'DTD_URL',
+           'DTD_MD5', 'DTD_CLASSES', 'download_mvtec_ad', 'download_mpdd', 'visa_to_mvtec', 'download_visa',
+           'dagm_to_mvtec', 'download_dagm', 'elpv_labels', 'make_elpv_categories', 'magnetic_tile_split',
+           'binarise_mask', 'pixel_sha256', 'magnetic_tile_to_mvtec', 'check_magnetic_tile', 'dtd10_names',
+           'shrink_jpeg', 'dtd_to_folders']
 
 # %% ../nbs/18_converters.ipynb #5cb5424c
 MVTEC_AD_URL = ("https://www.mydrive.ch/shares/38536/3830184030e49fe74747669442f0f282/download/"
@@ -236,4 +239,85 @@ def make_elpv_categories(root, size:int|None=None, test_good_frac:float=0.25, se
             for r, d in _progress(jobs): _write_image(data_dir/r, d/Path(r).name, size)
             (o/"LABELS_ONLY").write_text("image-level labels only (elpv): no ground_truth masks\n")
         out.append(_build_category(Path(root)/f"elpv_{kind}", meta, build))
+    return out
+
+# %% ../nbs/18_converters.ipynb #22a17e65
+MANIFESTS = Path(str(importlib.resources.files("fsad_nb")/"manifests"))    # shipped with the package
+MAGNETIC_TILE_URL = "https://github.com/abin24/Magnetic-tile-defect-datasets./archive/refs/heads/master.zip"
+
+def magnetic_tile_split() -> dict[str, str]:
+    "The shipped split: converted file (MVTec layout) -> its path in the upstream dataset."
+    return load_json(MANIFESTS/"magnetic_tile_split.json")["split"]
+
+def binarise_mask(src, dst, threshold:int=127) -> Path:
+    "Save mask `src` as an 8-bit PNG `dst`: 255 where the grey level exceeds `threshold`, 0 elsewhere."
+    with Image.open(src) as im: g = np.asarray(im.convert("L"))
+    Image.fromarray(np.where(g > threshold, 255, 0).astype(np.uint8)).save(dst, "PNG")
+    return Path(dst)
+
+def pixel_sha256(path) -> str:
+    "SHA-256 of an image's decoded pixels and shape: the same for the same picture whatever the encoder's bytes."
+    with Image.open(path) as im: a = np.asarray(im)
+    return hashlib.sha256(f"{a.shape}{a.dtype}".encode() + a.tobytes()).hexdigest()
+
+# %% ../nbs/18_converters.ipynb #dfc75ed1
+def _find_dir_with(root:Path, child:str, depth:int=3) -> Path|None:
+    "The first folder at or below `root` (at most `depth` levels down) that has a sub-folder `child`."
+    if (root/child).is_dir(): return root
+    subs = sorted(p for p in root.iterdir() if p.is_dir()) if depth > 0 and root.is_dir() else []
+    return next((f for s in subs if (f := _find_dir_with(s, child, depth - 1)) is not None), None)
+
+def magnetic_tile_to_mvtec(upstream, out, split:dict|None=None, progress:bool=False) -> Path:
+    "Convert an extracted Magnetic-tile archive to MVTec layout in `out`, following `split` (default: the shipped map)."
+    root, out = _find_dir_with(Path(upstream), "MT_Free"), Path(out)
+    if root is None: raise FsadError(f"{upstream}: no MT_Free folder found (is this the extracted Magnetic-tile archive?)")
+    for dst, src in _progress((split or magnetic_tile_split()).items(), progress=progress):
+        if not (root/src).is_file(): raise FsadError(f"{root/src}: listed in the split map (for {dst}) but missing upstream")
+        (out/dst).parent.mkdir(parents=True, exist_ok=True)
+        if dst.startswith("ground_truth/"): binarise_mask(root/src, out/dst)
+        else: shutil.copyfile(root/src, out/dst)
+    if split is None: shutil.copyfile(MANIFESTS/"magnetic_tile_split.json", out/"split.json")
+    else: save_json(out/"split.json", dict(source="a subset of the shipped map", split=split))
+    return out
+
+def check_magnetic_tile(folder, split:dict|None=None):
+    "Compare each converted file listed in `split` (default: all) with the shipped SHA-256; FsadError naming any that differ."
+    want, folder = load_json(MANIFESTS/"magnetic_tile_sha256.json")["sha256"], Path(folder)
+    digest = lambda r: pixel_sha256(folder/r) if r.startswith("ground_truth/") else file_sha256(folder/r)
+    bad = [r for r in (split or want) if digest(r) != want[r]]
+    if bad: raise FsadError(f"{folder}: {len(bad)} converted file(s) differ from the published dataset, e.g. {bad[:3]}")
+
+# %% ../nbs/18_converters.ipynb #1a21a4b2
+DTD_URL = "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz"
+DTD_MD5 = "fff73e5086ae6bdbea199a49dfb8a4c1"      # the archive's MD5, as recorded by torchvision's DTD loader
+DTD_CLASSES = ("banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked", "crosshatched",
+               "crystalline", "dotted", "fibrous", "flecked", "freckled", "frilly", "gauzy", "grid", "grooved",
+               "honeycombed", "interlaced", "knitted", "lacelike", "lined", "marbled", "matted", "meshed", "paisley",
+               "perforated", "pitted", "pleated", "polka-dotted", "porous", "potholed", "scaly", "smeared", "spiralled",
+               "sprinkled", "stained", "stratified", "striped", "studded", "swirly", "veined", "waffled", "woven",
+               "wrinkled", "zigzagged")
+
+def dtd10_names() -> dict[str, list[str]]:
+    "The shipped selection of `dtd10`: class -> its 60 DTD file names."
+    return load_json(MANIFESTS/"dtd10.json")
+
+def shrink_jpeg(src, dst, max_side:int=256, quality:int=90) -> Path:
+    "Write image `src` as a JPEG fitting in `max_side` x `max_side`: a JPEG that fits already is copied byte for byte, anything else is shrunk (Lanczos, aspect kept) and encoded at `quality`."
+    with Image.open(src) as im:
+        if im.format == "JPEG" and max(im.size) <= max_side: shutil.copyfile(src, dst); return Path(dst)
+        im = im.convert("RGB")
+        im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=None)
+        im.save(dst, "JPEG", quality=quality)
+    return Path(dst)
+
+# %% ../nbs/18_converters.ipynb #7b2f1e78
+def dtd_to_folders(upstream, out, names:dict|None=None, max_side:int=256, progress:bool=False) -> Path:
+    "Write DTD's images/<class>/<name> as `out/<class>/<name>` via `shrink_jpeg`; `names` ({class: [file names]}) picks a subset, default all."
+    root, out = _find_dir_with(Path(upstream), "images"), Path(out)
+    if root is None: raise FsadError(f"{upstream}: no images/ folder found (is this the extracted DTD archive?)")
+    imgs = root/"images"
+    names = names or {c.name: sorted(p.name for p in c.glob("*.jpg")) for c in sorted(imgs.iterdir()) if c.is_dir()}
+    for c, n in _progress([(c, n) for c, ns in names.items() for n in ns], progress=progress):
+        if not (imgs/c/n).is_file(): raise FsadError(f"{imgs/c/n}: listed for class {c} but missing from the archive")
+        (out/c).mkdir(parents=True, exist_ok=True); shrink_jpeg(imgs/c/n, out/c/n, max_side)
     return out

@@ -6,25 +6,25 @@ Docs: https://fsad-nb.github.io/fsad_nb/datasets.html.md"""
 
 # %% ../nbs/08_datasets.ipynb #2e453d8c
 from __future__ import annotations
-import os, gzip, zlib, shutil, hashlib, tempfile, typing, importlib.resources
+import os, gzip, zlib, shutil, tempfile, typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 import numpy as np
-from PIL import Image
 from fastprogress.fastprogress import progress_bar
 if typing.TYPE_CHECKING: import torch       # annotations only: torch loads when Fashion-MNIST is read
-from .core import FsadError, save_json, load_json
+from .core import FsadError
 from .downloads import download, extract, file_sha256, file_md5, _url_name as _file_name
 from .converters import make_elpv_categories, download_mvtec_ad, download_visa, download_mpdd, download_dagm
 from .converters import MVTEC_AD_URL, MVTEC_AD_CATEGORIES, VISA_URL, MPDD_URL, DAGM_URL
+from .converters import magnetic_tile_to_mvtec, check_magnetic_tile, dtd_to_folders, dtd10_names
+from .converters import MAGNETIC_TILE_URL, DTD_URL, DTD_MD5, DTD_CLASSES
+from .converters import MANIFESTS, magnetic_tile_split     # kept importable from here as well
 
 # %% auto #0
-__all__ = ['SOURCES', 'MANIFESTS', 'MAGNETIC_TILE_URL', 'DTD_URL', 'DTD_MD5', 'DTD_CLASSES', 'FASHION_MNIST_URL',
-           'FASHION_MNIST_MD5', 'FASHION_MNIST_DIR', 'FASHION_MNIST_FILES', 'FASHION_MNIST_CLASSES', 'IDX_IMAGES',
-           'IDX_LABELS', 'data_home', 'Source', 'register', 'find', 'dataset', 'fetch', 'magnetic_tile_split',
-           'binarise_mask', 'pixel_sha256', 'magnetic_tile_to_mvtec', 'check_magnetic_tile', 'dtd10_names',
-           'shrink_jpeg', 'dtd_to_folders', 'read_idx', 'load_fashion_mnist', 'inventory', 'writable', 'describe']
+__all__ = ['SOURCES', 'FASHION_MNIST_URL', 'FASHION_MNIST_MD5', 'FASHION_MNIST_DIR', 'FASHION_MNIST_FILES',
+           'FASHION_MNIST_CLASSES', 'IDX_IMAGES', 'IDX_LABELS', 'data_home', 'Source', 'register', 'find', 'dataset',
+           'fetch', 'read_idx', 'load_fashion_mnist', 'inventory', 'writable', 'describe']
 
 # %% ../nbs/08_datasets.ipynb #03cbc30c
 def data_home() -> list[Path]:
@@ -139,52 +139,7 @@ def fetch(name, progress:bool=True) -> Path:
     "Make sure dataset `name` is in the data home, downloading and converting it if absent; returns its folder."
     return dataset(name, download=True, progress=progress)
 
-# %% ../nbs/08_datasets.ipynb #22a17e65
-MANIFESTS = Path(str(importlib.resources.files("fsad_nb")/"manifests"))    # shipped with the package
-MAGNETIC_TILE_URL = "https://github.com/abin24/Magnetic-tile-defect-datasets./archive/refs/heads/master.zip"
-
-def magnetic_tile_split() -> dict[str, str]:
-    "The shipped split: converted file (MVTec layout) -> its path in the upstream dataset."
-    return load_json(MANIFESTS/"magnetic_tile_split.json")["split"]
-
-def binarise_mask(src, dst, threshold:int=127) -> Path:
-    "Save mask `src` as an 8-bit PNG `dst`: 255 where the grey level exceeds `threshold`, 0 elsewhere."
-    with Image.open(src) as im: g = np.asarray(im.convert("L"))
-    Image.fromarray(np.where(g > threshold, 255, 0).astype(np.uint8)).save(dst, "PNG")
-    return Path(dst)
-
-def pixel_sha256(path) -> str:
-    "SHA-256 of an image's decoded pixels and shape: the same for the same picture whatever the encoder's bytes."
-    with Image.open(path) as im: a = np.asarray(im)
-    return hashlib.sha256(f"{a.shape}{a.dtype}".encode() + a.tobytes()).hexdigest()
-
-# %% ../nbs/08_datasets.ipynb #dfc75ed1
-def _find_dir_with(root:Path, child:str, depth:int=3) -> Path|None:
-    "The first folder at or below `root` (at most `depth` levels down) that has a sub-folder `child`."
-    if (root/child).is_dir(): return root
-    subs = sorted(p for p in root.iterdir() if p.is_dir()) if depth > 0 and root.is_dir() else []
-    return next((f for s in subs if (f := _find_dir_with(s, child, depth - 1)) is not None), None)
-
-def magnetic_tile_to_mvtec(upstream, out, split:dict|None=None, progress:bool=False) -> Path:
-    "Convert an extracted Magnetic-tile archive to MVTec layout in `out`, following `split` (default: the shipped map)."
-    root, out = _find_dir_with(Path(upstream), "MT_Free"), Path(out)
-    if root is None: raise FsadError(f"{upstream}: no MT_Free folder found (is this the extracted Magnetic-tile archive?)")
-    for dst, src in _bar((split or magnetic_tile_split()).items(), progress):
-        if not (root/src).is_file(): raise FsadError(f"{root/src}: listed in the split map (for {dst}) but missing upstream")
-        (out/dst).parent.mkdir(parents=True, exist_ok=True)
-        if dst.startswith("ground_truth/"): binarise_mask(root/src, out/dst)
-        else: shutil.copyfile(root/src, out/dst)
-    if split is None: shutil.copyfile(MANIFESTS/"magnetic_tile_split.json", out/"split.json")
-    else: save_json(out/"split.json", dict(source="a subset of the shipped map", split=split))
-    return out
-
-def check_magnetic_tile(folder, split:dict|None=None):
-    "Compare each converted file listed in `split` (default: all) with the shipped SHA-256; FsadError naming any that differ."
-    want, folder = load_json(MANIFESTS/"magnetic_tile_sha256.json")["sha256"], Path(folder)
-    digest = lambda r: pixel_sha256(folder/r) if r.startswith("ground_truth/") else file_sha256(folder/r)
-    bad = [r for r in (split or want) if digest(r) != want[r]]
-    if bad: raise FsadError(f"{folder}: {len(bad)} converted file(s) differ from the published dataset, e.g. {bad[:3]}")
-
+# %% ../nbs/08_datasets.ipynb #6f3c1a20
 def _fetch_magnetic_tile(source:Source, out:Path, work:Path, downloads:Path, progress:bool):
     "Download the repository archive, unpack it, convert it by the shipped map and check every file."
     archive = _get(source, source.urls[0], downloads)
@@ -199,41 +154,7 @@ register(Source(
     yields="one MVTec category: train/good 300, test/good 100, test/{blowhole,break,crack,fray,uneven} 392 with masks",
     expect=("train/good", "test/good", "ground_truth", "split.json")))
 
-# %% ../nbs/08_datasets.ipynb #1a21a4b2
-DTD_URL = "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz"
-DTD_MD5 = "fff73e5086ae6bdbea199a49dfb8a4c1"      # the archive's MD5, as recorded by torchvision's DTD loader
-DTD_CLASSES = ("banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked", "crosshatched",
-               "crystalline", "dotted", "fibrous", "flecked", "freckled", "frilly", "gauzy", "grid", "grooved",
-               "honeycombed", "interlaced", "knitted", "lacelike", "lined", "marbled", "matted", "meshed", "paisley",
-               "perforated", "pitted", "pleated", "polka-dotted", "porous", "potholed", "scaly", "smeared", "spiralled",
-               "sprinkled", "stained", "stratified", "striped", "studded", "swirly", "veined", "waffled", "woven",
-               "wrinkled", "zigzagged")
-
-def dtd10_names() -> dict[str, list[str]]:
-    "The shipped selection of `dtd10`: class -> its 60 DTD file names."
-    return load_json(MANIFESTS/"dtd10.json")
-
-def shrink_jpeg(src, dst, max_side:int=256, quality:int=90) -> Path:
-    "Write image `src` as a JPEG fitting in `max_side` x `max_side`: a JPEG that fits already is copied byte for byte, anything else is shrunk (Lanczos, aspect kept) and encoded at `quality`."
-    with Image.open(src) as im:
-        if im.format == "JPEG" and max(im.size) <= max_side: shutil.copyfile(src, dst); return Path(dst)
-        im = im.convert("RGB")
-        im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=None)
-        im.save(dst, "JPEG", quality=quality)
-    return Path(dst)
-
-# %% ../nbs/08_datasets.ipynb #7b2f1e78
-def dtd_to_folders(upstream, out, names:dict|None=None, max_side:int=256, progress:bool=False) -> Path:
-    "Write DTD's images/<class>/<name> as `out/<class>/<name>` via `shrink_jpeg`; `names` ({class: [file names]}) picks a subset, default all."
-    root, out = _find_dir_with(Path(upstream), "images"), Path(out)
-    if root is None: raise FsadError(f"{upstream}: no images/ folder found (is this the extracted DTD archive?)")
-    imgs = root/"images"
-    names = names or {c.name: sorted(p.name for p in c.glob("*.jpg")) for c in sorted(imgs.iterdir()) if c.is_dir()}
-    for c, n in _bar([(c, n) for c, ns in names.items() for n in ns], progress):
-        if not (imgs/c/n).is_file(): raise FsadError(f"{imgs/c/n}: listed for class {c} but missing from the archive")
-        (out/c).mkdir(parents=True, exist_ok=True); shrink_jpeg(imgs/c/n, out/c/n, max_side)
-    return out
-
+# %% ../nbs/08_datasets.ipynb #9d4e7b51
 def _fetch_dtd(source:Source, out:Path, work:Path, downloads:Path, progress:bool):
     "Download and check the DTD archive, unpack it and shrink the selected images (`options['names']`, else all) into `out`."
     archive = _get(source, source.urls[0], downloads)

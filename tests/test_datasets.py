@@ -15,8 +15,10 @@ from fsad_nb.core import FsadError
 from fsad_nb.data import make_synthetic_category, list_categories
 from fsad_nb.testing import local_server, fake_visa, fake_dagm, fake_magnetic_tile_archive, fake_dtd_archive, fake_fashion_mnist
 from fsad_nb import datasets as ds
-from fsad_nb.datasets import (SOURCES, DTD_MD5, FASHION_MNIST_MD5, MANIFESTS, data_home, dataset, fetch, find, file_md5,
-                              describe, inventory, magnetic_tile_split, dtd10_names, load_fashion_mnist)
+from fsad_nb import converters as cv
+from fsad_nb.datasets import (SOURCES, FASHION_MNIST_MD5, data_home, dataset, fetch, find, file_md5, describe, inventory,
+                              load_fashion_mnist)
+from fsad_nb.converters import DTD_MD5, MANIFESTS, magnetic_tile_split, dtd10_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,8 +154,8 @@ def test_magnetic_tile_soft_masks_are_binarised(tmp_path):
         if dst.startswith("ground_truth/"):                                     # grey levels either side of 127
             m = np.asarray(Image.open(reference/dst)); Image.fromarray(np.where(m > 0, 128, 127).astype(np.uint8)).save(up/src)
         else: shutil.copyfile(reference/dst, up/src)
-    out = ds.magnetic_tile_to_mvtec(tmp_path/"up", tmp_path/"out", split=split)
-    ds.check_magnetic_tile(out, split)                                          # same pixels as the reference
+    out = cv.magnetic_tile_to_mvtec(tmp_path/"up", tmp_path/"out", split=split)
+    cv.check_magnetic_tile(out, split)                                          # same pixels as the reference
     for dst in split:
         if dst.startswith("ground_truth/"): assert np.array_equal(np.asarray(Image.open(out/dst)), np.asarray(Image.open(reference/dst)))
 
@@ -195,12 +197,12 @@ def test_dtd_shrinks_large_images(tmp_path):
     Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(up/"banded_0001.jpg", quality=95)
     Image.fromarray(rng.integers(0, 255, (300, 300), dtype=np.uint8)).save(up/"banded_0002.jpg")            # grey
     Image.fromarray(rng.integers(0, 255, (100, 80, 3), dtype=np.uint8)).save(up/"banded_0003.jpg", quality=75)
-    out = ds.dtd_to_folders(tmp_path, tmp_path/"out")
+    out = cv.dtd_to_folders(tmp_path, tmp_path/"out")
     sizes = {p.name: Image.open(p).size for p in (out/"banded").iterdir()}
     assert sizes == {"banded_0001.jpg": (256, 192), "banded_0002.jpg": (256, 256), "banded_0003.jpg": (80, 100)}
     assert Image.open(out/"banded"/"banded_0002.jpg").mode == "RGB"
     assert (out/"banded"/"banded_0003.jpg").read_bytes() == (up/"banded_0003.jpg").read_bytes()   # fits: copied
-    with pytest.raises(FsadError, match="banded_0009.jpg"): ds.dtd_to_folders(tmp_path, tmp_path/"o2", {"banded": ["banded_0009.jpg"]})
+    with pytest.raises(FsadError, match="banded_0009.jpg"): cv.dtd_to_folders(tmp_path, tmp_path/"o2", {"banded": ["banded_0009.jpg"]})
 
 
 # ---------------------------------------------------------------- Fashion-MNIST, elpv and the fsad_nb.data converters
@@ -278,7 +280,7 @@ def test_manifests_ship_with_the_package():
     assert "manifests/*.json" in cfg["tool"]["setuptools"]["package-data"]["fsad_nb"]
     assert MANIFESTS == ROOT/"fsad_nb"/"manifests"
     assert len(magnetic_tile_split()) == 1184 and sum(len(v) for v in dtd10_names().values()) == 600
-    sha = ds.load_json(MANIFESTS/"magnetic_tile_sha256.json")["sha256"]
+    sha = cv.load_json(MANIFESTS/"magnetic_tile_sha256.json")["sha256"]
     assert set(sha) == set(magnetic_tile_split())
 
 
