@@ -46,18 +46,18 @@ MVTEC_TRAIN_IMAGES = 3629     # MVTec AD's normal training images: one UniAD epo
 
 
 def uniad_training(det, dev, steps:int) -> dict:
-    "Seconds per meta-training step (batch `config.batch`, jitter, adversary if configured), and per MVTec AD epoch."
+    "Seconds per meta-training step (batch `config.batch_size`, jitter, adversary if configured), and per MVTec AD epoch."
     from fsad_nb.methods.uniad import train_epoch, _optimiser
     from fsad_nb.methods.adversarial import build_adversary
     c = det.config
-    X = torch.randn(4 * c.batch, det.grid ** 2, sum(det.extractor.channels))   # tokens: the backbone runs once, before training
+    X = torch.randn(4 * c.batch_size, det.grid ** 2, sum(det.extractor.channels))   # tokens: the backbone runs once, before training
     opt = _optimiser(det.net, c.lr, c); adv = build_adversary(c, c.hidden, opt, 0, dev)
     g = torch.Generator().manual_seed(0)
     train_epoch(det.net, X, opt, c, 2, g, dev, adv); _sync(dev)              # warm-up
     t0 = time.perf_counter(); train_epoch(det.net, X, opt, c, steps, g, dev, adv); _sync(dev)
     per_step = (time.perf_counter() - t0) / steps
-    return {"train_s_per_step": round(per_step, 4), "train_batch": c.batch, "adversarial": c.adversarial,
-            "train_s_per_mvtec_epoch": round(per_step * MVTEC_TRAIN_IMAGES / c.batch, 1)}
+    return {"train_s_per_step": round(per_step, 4), "batch_size": c.batch_size, "adversarial": c.adversarial,
+            "train_s_per_mvtec_epoch": round(per_step * MVTEC_TRAIN_IMAGES / c.batch_size, 1)}
 
 
 def main(argv=None):

@@ -142,10 +142,19 @@ def _coerce(v, tp):
 @dataclasses.dataclass
 class Config:
     "Base for method configs: dataclass fields with the paper's values as defaults."
+    renamed = {}    # {earlier field name: its name now}: configs stored under the old name still read
+
     def to_dict(self) -> dict: return dataclasses.asdict(self)
 
     @classmethod
+    def upgrade(cls, d:dict) -> dict:
+        "A stored config's fields under today's names (`renamed`); a seed of None (earlier: the global draw alone) is 0."
+        d = {cls.renamed.get(k, k): v for k, v in d.items()}
+        return {**d, "seed": 0} if "seed" in d and d["seed"] is None else d
+
+    @classmethod
     def from_dict(cls, d:dict):
+        d = cls.upgrade(d)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown: raise FsadError(f"{cls.__name__}: unknown option(s) {sorted(unknown)}; known: {sorted(names)}")

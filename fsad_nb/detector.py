@@ -97,10 +97,14 @@ class Detector:
         if "extractor" in state: self.extractor.load_state_dict(state["extractor"])
 
     def generator(self, stream:int=0, device=None) -> torch.Generator:
-        "The one source of a fit's randomness: seeded from `config.seed` (stream k > 0: seed * 100003 + k), or, when the "
-        "seed is None, from torch's global generator, which the protocol seeds per round."
-        seed = getattr(self.config, "seed", None)
-        seed = int(torch.randint(0, 2**62, (1,))) if seed is None else seed * 100003 + stream if stream else seed
+        "A generator from `config.seed` alone (stream k > 0: seed * 100003 + k): meta-training repeats whatever the round."
+        seed = self.config.seed
+        return torch.Generator(device=device or self.device).manual_seed(seed * 100003 + stream if stream else seed)
+
+    def fit_generator(self, device=None) -> torch.Generator:
+        "The randomness of one fit: `config.seed` plus one draw from torch's global generator (which the protocol seeds "
+        "per round), so rounds differ and a seeded run repeats."
+        seed = int(torch.randint(0, 2**62, (1,))) + self.config.seed * 100003   # seed 0: the global draw alone
         return torch.Generator(device=device or self.device).manual_seed(seed)
 
     def predict(self, images:torch.Tensor, batch_size:int=32):

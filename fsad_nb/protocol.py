@@ -45,6 +45,7 @@ def _spec_diff(old:dict, new:dict) -> list[str]:
     "The settings in which two run records differ, each as `name: old -> new` (config fields by their own names)."
     pairs = [(k, old.get(k, [] if k == "meta" else None), new.get(k)) for k in ("method", "seed", "image_size", "meta")]
     oc, nc = old.get("config") or {}, new.get("config") or {}
+    if old.get("method") == new.get("method"): oc = method_class(new["method"]).config_cls.upgrade(oc)   # earlier field names
     pairs += [(f"config.{f}", oc.get(f), nc.get(f)) for f in sorted(set(oc) | set(nc))]
     return [f"{k}: {a!r} -> {b!r}" for k, a, b in pairs if a != b]
 

@@ -168,9 +168,9 @@ def meta_seconds(method:str, c, n_meta:int, u:dict) -> float:
     "Seconds of one category-agnostic training on `n_meta` images: epochs x steps x seconds per step (+ feature extraction)."
     if method == "regad":
         if not c.train: return 0.0
-        return c.epochs * (c.iters_per_epoch or max(1, n_meta // c.train_batch)) * u["train_step_s"]
+        return c.epochs * (c.iters_per_epoch or max(1, n_meta // c.batch_size)) * u["train_step_s"]
     if method == "uniad":
-        return n_meta * u["embed_image_s"] + c.epochs * (c.iters_per_epoch or max(1, n_meta // c.batch)) * u["train_step_s"]
+        return n_meta * u["embed_image_s"] + c.epochs * (c.iters_per_epoch or max(1, n_meta // c.batch_size)) * u["train_step_s"]
     return 0.0
 
 def round_seconds(method:str, c, K:int, n_test:int, u:dict) -> float:

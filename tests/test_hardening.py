@@ -367,7 +367,7 @@ def test_resumed_meta_run_with_crafted_checkpoint_recomputes(data, tmp_path):
     ck = _evil(out/"synthetic"/"meta"/"regad.pt", marker, {"key": {}, "epoch": 1, "history": []})
     code, _, err = fsad("run", "--method", "regad", "--root", data, "--category", "synthetic", "--meta", tmp_path/"other",
                         "--out", out, "--shots", "1", "--rounds", "1", "--image-size", "48", "--device", "cpu", "--set",
-                        "weights=None", "epochs=1", "iters_per_epoch=1", "train_batch=2", "train_size=48")
+                        "weights=None", "epochs=1", "iters_per_epoch=1", "batch_size=2", "train_size=48")
     assert code == 0 and f"fsad: warning: not a fsad_nb checkpoint (or unsafe): {ck}" in err and "Traceback" not in err, err
     assert not marker.exists() and torch.load(ck, weights_only=True)["epoch"] == 1          # trained again, saved safely
 

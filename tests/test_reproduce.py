@@ -22,11 +22,11 @@ def test_every_preset_field_exists():
         for name, p in named.items(): assert set(p["config"]) <= fields, (method, name, set(p["config"]) - fields)
 
 def test_cpu_presets_are_the_readme_budgets():
-    assert apply_preset("regad", "cpu") == dict(epochs=10, iters_per_epoch=20, train_batch=8, lr=0.001)
+    assert apply_preset("regad", "cpu") == dict(epochs=10, iters_per_epoch=20, batch_size=8, lr=0.001)
     assert apply_preset("dfd", "cpu") == dict(n_augment=16, epochs=10, textures="dtd10", texture_max=100)
     assert apply_preset("simplenet", "cpu") == dict(n_augment=16, epochs=10)
     assert apply_preset("tdg", "cpu") == dict(max_size=32, min_size=16, nfc=16, iterations=100, transforms_per_step=8)
-    assert apply_preset("uniad", "cpu") == dict(epochs=1, iters_per_epoch=300, batch=8)
+    assert apply_preset("uniad", "cpu") == dict(epochs=1, iters_per_epoch=300, batch_size=8)
     assert apply_preset("knn", "cpu") == {}
     assert apply_preset("regad", "paper", {"epochs": 2})["epochs"] == 2          # --set wins over the preset
 
@@ -55,10 +55,10 @@ def test_time_model_counts_steps():
     u = dict(embed_image_s=0.5, fit_const_s=2.0, train_step_s=3.0, predict_image_s=0.1)
     c = method_class("dfd").config_cls(n_augment=10, epochs=4, batch_size=8)
     assert R.round_seconds("dfd", c, 2, 100, u) == pytest.approx(20 * 0.5 + 4 * 3 * 3.0 + 100 * 0.1)   # ceil(20/8) = 3 steps
-    c = method_class("regad").config_cls(epochs=5, train_batch=10)
+    c = method_class("regad").config_cls(epochs=5, batch_size=10)
     assert R.meta_seconds("regad", c, 95, u) == pytest.approx(5 * 9 * 3.0)                              # 95 // 10 steps/epoch
 
-TINY = dict(weights=None, epochs=1, iters_per_epoch=1, train_batch=2, train_size=32, augment=False)
+TINY = dict(weights=None, epochs=1, iters_per_epoch=1, batch_size=2, train_size=32, augment=False)
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):

@@ -32,7 +32,7 @@ PAPER_LAMBDAS = {"mvtec": (2.0, 0.02), "visa": (1.0, 1.0)}   # (lambda_Per, lamb
 class DFDConfig(Config):
     "DFD settings: the paper's values (Sec. 4.1), the authors' code where the paper is silent, ablation switches."
     backbone: str = "efficientnet_lite0"  # paper: "wide_resnet50_2" (weights need one download)
-    weights: str | None = "default"       # None: random init (tests only)
+    weights: str | None = "default"       # None: random initialisation (an untrained-backbone ablation; nothing is downloaded)
     layers: tuple = (1, 2)                # stride-8 and stride-16 maps (backbone stages 2 + 3)
     patch_size: int = 3                   # 3x3 neighbourhood aggregation of each position
     # training data (Sec. 3.1)
@@ -68,7 +68,7 @@ class DFDConfig(Config):
     lr_perlin: float = 1e-4
     weight_decay: float = 1e-5            # discriminators only (authors' code)
     lr_min: float = 4e-5                  # cosine schedule floor of the discriminators (authors' code)
-    seed: int | None = None               # None: drawn from torch's global generator (the protocol seeds it per round)
+    seed: int = 0                         # plus one draw from torch's global generator per fit (`Detector.fit_generator`)
     # inference (Eq. 15-17)
     normalise: str = "train"              # "train": min-max from the training data; "test": over the predicted images
     sigma: float = 4.0                    # Gaussian smoothing of the upsampled map, in pixels
@@ -424,7 +424,7 @@ class DFD(Detector):
     def fit(self, support:torch.Tensor, *, progress:bool=False):
         "Augment the support once, embed it once, train adaptor + discriminators, calibrate the branch scales."
         x, c = self._check_images(support, "support"), self.config
-        g, t0 = self.generator(), time.perf_counter()
+        g, t0 = self.fit_generator(), time.perf_counter()
         data = self.training_tokens(x, g)
         if c.use_gaussian_d: self.noise_std = resolve_noise_std(c, data["normal"])
         t1, self.grid = time.perf_counter(), data["grid"]

@@ -21,7 +21,7 @@ __all__ = ['KNNConfig', 'nn_distance', 'PatchKNN']
 class KNNConfig(Config):
     "Patch nearest-neighbour settings (PatchCore's choices, with the offline backbone as default)."
     backbone: str = "efficientnet_lite0"  # any name in `available_backbones()`
-    weights: str | None = "default"       # None: random init (tests only)
+    weights: str | None = "default"       # None: random initialisation (an untrained-backbone ablation; nothing is downloaded)
     layers: tuple = (1, 2)                # indices into the stride 4/8/16 maps: strides 8 and 16
     patch_size: int = 3                   # neighbourhood of the locally aware patch feature
     k: int = 1                            # scores average the k nearest bank patches (1 = PatchCore)

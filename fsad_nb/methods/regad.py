@@ -30,15 +30,15 @@ __all__ = ['STN_VARIANTS', 'AUG_ANGLES', 'AUG_SHIFTS', 'RegADConfig', 'identity_
 class RegADConfig(AdversarialOptions):
     "RegAD settings; defaults are the paper's (except the offline backbone)."
     backbone: str = "efficientnet_lite0"   # paper: resnet18 (torchvision weights, needs one download)
-    weights: str | None = "default"        # None: random init (tests only)
+    weights: str | None = "default"        # None: random initialisation (an untrained-backbone ablation; nothing is downloaded)
     transform: str = "rotation_scale"      # STN variant, one of `STN_VARIANTS` (Table 6; the paper's default)
     stn: bool = True                       # S: spatial transformers after stages 1-3
     train: bool = True                     # F: category-agnostic registration training in meta_fit
     augment: bool = True                   # A: the 22 support augmentations in fit
     train_backbone: bool = True            # the authors' code updates the backbone stages with the STNs
     epochs: int = 50                       # registration training (paper: 50 epochs)
-    iters_per_epoch: int | None = None     # None: one pass over the meta images (len / train_batch)
-    train_batch: int = 32                  # pairs per step (paper: batch size 32)
+    iters_per_epoch: int | None = None     # None: one pass over the meta images (len / batch_size)
+    batch_size: int = 32                   # pairs per step (paper: batch size 32)
     lr: float = 1e-4                       # SGD, momentum 0.9, one cosine cycle (paper)
     momentum: float = 0.9
     train_size: int = 224                  # meta-training images are resized to this (paper: 224)
@@ -46,13 +46,14 @@ class RegADConfig(AdversarialOptions):
     sigma: float = 4.0                     # Gaussian smoothing of the map, pixels
     chunk: int = 512                       # positions per Cholesky / Mahalanobis batch (bounds memory)
     seed: int = 0                          # draws of the training pairs (the detector's one seeding mechanism)
+    renamed = {"train_batch": "batch_size"}   # configs stored before the rename still read (`Config.upgrade`)
 
     def check(self):
         super().check()                                                  # the adversarial options
         require(self.transform in STN_VARIANTS, "transform", self.transform, f"must be one of {list(STN_VARIANTS)}")
         require(self.eps >= 0, "eps", self.eps, "must be >= 0 (the ridge added to each covariance)")
         require(self.sigma >= 0, "sigma", self.sigma, "must be >= 0 pixels")
-        for k in ("train_batch", "train_size", "chunk"): require(getattr(self, k) >= 1, k, getattr(self, k), "must be >= 1")
+        for k in ("batch_size", "train_size", "chunk"): require(getattr(self, k) >= 1, k, getattr(self, k), "must be >= 1")
         require(self.epochs >= 0, "epochs", self.epochs, "must be >= 0")
         require(self.iters_per_epoch is None or self.iters_per_epoch >= 1, "iters_per_epoch", self.iters_per_epoch, "must be >= 1 or None")
         require(self.lr > 0, "lr", self.lr, "must be > 0")
@@ -215,7 +216,7 @@ def _draw_pairs(data, B:int, g:torch.Generator):
 # %% ../../nbs/11_regad.ipynb #d86154b4
 def _train_key(c:RegADConfig, names) -> dict:
     "What a checkpoint must agree on to be resumed."
-    keep = ("backbone", "weights", "transform", "stn", "train_backbone", "epochs", "iters_per_epoch", "train_batch",
+    keep = ("backbone", "weights", "transform", "stn", "train_backbone", "epochs", "iters_per_epoch", "batch_size",
             "lr", "momentum", "train_size", "seed")
     return {**{k: getattr(c, k) for k in keep}, "meta": list(names), **c.adversarial_key()}
 
@@ -271,7 +272,7 @@ class RegAD(Detector):
         c = self.config
         if not c.train or not categories: return self                                   # ablation without F: identity/ImageNet
         data = meta_images(categories, c.train_size, min_images=2)
-        key, steps = _train_key(c, [n for n, _ in data]), c.iters_per_epoch or max(1, sum(len(X) for _, X in data) // c.train_batch)
+        key, steps = _train_key(c, [n for n, _ in data]), c.iters_per_epoch or max(1, sum(len(X) for _, X in data) // c.batch_size)
         opt, sched = registration_optimiser(self.net, c, steps)
         adv = build_adversary(c, self.net.predictor[-1].out_channels, opt, c.seed * 100003 - 1, self.device)  # Lee et al.
         start, ck = 0, load_checkpoint(checkpoint, key, net=self.net, opt=opt, sched=sched, adversary=adv)
@@ -279,7 +280,7 @@ class RegAD(Detector):
         epochs = range(start, min(until or c.epochs, c.epochs))
         mb = master_bar(epochs) if progress else None
         for ep in (mb if mb is not None else epochs):
-            loss = train_epoch(self.net, data, opt, sched, steps, c.train_batch, self.generator(ep, device="cpu"), self.device, mb, adv)
+            loss = train_epoch(self.net, data, opt, sched, steps, c.batch_size, self.generator(ep, device="cpu"), self.device, mb, adv)
             self.history.append(loss)                                                   # same pair draws on resume
             if checkpoint is not None: save_checkpoint(checkpoint, key, ep + 1, self.history, net=self.net, opt=opt, sched=sched, adversary=adv)
         self.net.eval(); self._version += 1

@@ -61,7 +61,7 @@ class TDGConfig(Config):
     transforms_per_step: int | None = None     # None: all M in one batched pass; m: a random m per step (CPU deviation)
     eval_chunk: int | None = None         # transformed images per discriminator pass when scoring; None: 128 CPU, 2048 GPU
     amp: bool = False                     # bfloat16 autocast on CUDA (untested here; see the text)
-    seed: int | None = None               # None: drawn from torch's global generator (the protocol seeds it per round)
+    seed: int = 0                         # plus one draw from torch's global generator per fit (`Detector.fit_generator`)
 
     def check(self): check_tdg_config(self)   # ranges and contradictions (`check_tdg_config`, below): `validate` refuses them
 
@@ -405,7 +405,7 @@ class TDG(Detector):
     def fit(self, support:torch.Tensor, *, progress:bool=False):
         "Train the pyramid on the K support images [K,3,H,W] in [0,1], coarsest scale first (Sec. 3.1-3.2)."
         x = self._check_images(support, "support")
-        c, g, t0 = self.config, self.generator(), time.perf_counter()
+        c, g, t0 = self.config, self.fit_generator(), time.perf_counter()
         self._setup(not is_grey(x) if c.colour is None else c.colour, len(x))
         reals = pyramid(self._prep(x), self.sizes)
         if c.use_generator:                                               # z*: one fixed map for all K images (Eq. 15)

@@ -26,7 +26,7 @@ __all__ = ['UNIAD_STRIDES', 'UniADConfig', 'resize_to', 'as_tokens', 'tokens', '
 class UniADConfig(AdversarialOptions):
     "UniAD settings; defaults are the authors' (except the offline backbone). Few-shot use as Lee et al."
     backbone: str = "efficientnet_lite0"   # authors: efficientnet_b4 (torchvision weights, one download)
-    weights: str | None = "default"        # None: random init (tests only)
+    weights: str | None = "default"        # None: random initialisation (an untrained-backbone ablation; nothing is downloaded)
     image_size: int = 224                  # images are resized to this: 14x14 tokens at stride 16
     hidden: int = 256                      # token width inside the transformer
     heads: int = 8
@@ -39,7 +39,7 @@ class UniADConfig(AdversarialOptions):
     jitter_p: float = 1.0                  # probability that an image's tokens are jittered
     epochs: int = 1000                     # meta-training epochs (authors: 1000)
     iters_per_epoch: int | None = None     # None: one pass over the meta images
-    batch: int = 8
+    batch_size: int = 8                    # images per meta-training step (authors: 8)
     lr: float = 1e-4                       # AdamW
     weight_decay: float = 1e-4
     clip: float = 0.1                      # max gradient norm
@@ -50,6 +50,7 @@ class UniADConfig(AdversarialOptions):
     sigma: float = 0.0                     # Gaussian smoothing of the upsampled map, pixels (authors: none)
     pool: int = 16                         # image score = max of the pool x pool mean-filtered map (authors: 16)
     seed: int = 0                          # initial weights, batch order, jitter and dropout
+    renamed = {"batch": "batch_size"}      # configs stored before the rename still read (`Config.upgrade`)
 
     def check(self):
         super().check()
@@ -57,7 +58,7 @@ class UniADConfig(AdversarialOptions):
         require(self.neighbour == 0 or self.neighbour % 2 == 1, "neighbour", self.neighbour, "must be 0 or odd")
         require(0 <= self.jitter_p <= 1, "jitter_p", self.jitter_p, "must be in [0, 1]")
         require(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
-        for k in ("image_size", "hidden", "heads", "ff", "batch", "lr_step", "pool"): require(getattr(self, k) >= 1, k, getattr(self, k), "must be >= 1")
+        for k in ("image_size", "hidden", "heads", "ff", "batch_size", "lr_step", "pool"): require(getattr(self, k) >= 1, k, getattr(self, k), "must be >= 1")
         for k in ("epochs", "finetune_steps", "enc_layers", "dec_layers", "jitter_scale", "sigma"): require(getattr(self, k) >= 0, k, getattr(self, k), "must be >= 0")
         require(self.iters_per_epoch is None or self.iters_per_epoch >= 1, "iters_per_epoch", self.iters_per_epoch, "must be >= 1 or None")
         for k in ("lr", "finetune_lr"): require(getattr(self, k) > 0, k, getattr(self, k), "must be > 0")
@@ -191,10 +192,10 @@ def train_epoch(net:UniADNet, data:torch.Tensor, opt, c:UniADConfig, steps:int, 
                 adversary:Adversary|None=None, mb=None) -> dict:
     "`steps` steps on batches of tokens `data` [N,L,C] (shuffled with `g`); mean losses of the epoch."
     net.train(); hist = []
-    order = torch.cat([torch.randperm(len(data), generator=g) for _ in range(math.ceil(steps * c.batch / len(data)))])
+    order = torch.cat([torch.randperm(len(data), generator=g) for _ in range(math.ceil(steps * c.batch_size / len(data)))])
     with seeded(int(torch.randint(2**62, (1,), generator=g)), device):     # dropout's draws come from g too
         for s in (progress_bar(range(steps), parent=mb) if mb is not None else range(steps)):
-            f = data[order[s * c.batch:(s + 1) * c.batch]].to(device)
+            f = data[order[s * c.batch_size:(s + 1) * c.batch_size]].to(device)
             with autocast(device): loss, pair = uniad_loss(net, f, c, g)
             hist.append(train_step(loss, pair, opt, None, adversary, c.clip))
             if mb is not None: mb.child.comment = f"loss {hist[-1]['loss']:.4f}"
@@ -205,7 +206,7 @@ def train_epoch(net:UniADNet, data:torch.Tensor, opt, c:UniADConfig, steps:int, 
 def _train_key(c:UniADConfig, names) -> dict:
     "What a meta-training checkpoint must agree on to be resumed."
     keep = ("backbone", "weights", "image_size", "hidden", "heads", "enc_layers", "dec_layers", "ff", "dropout", "neighbour",
-            "jitter_scale", "jitter_p", "epochs", "iters_per_epoch", "batch", "lr", "weight_decay", "clip", "lr_step", "lr_gamma", "seed")
+            "jitter_scale", "jitter_p", "epochs", "iters_per_epoch", "batch_size", "lr", "weight_decay", "clip", "lr_step", "lr_gamma", "seed")
     return {**{k: getattr(c, k) for k in keep}, "meta": list(names), **c.adversarial_key()}
 
 def _optimiser(net:nn.Module, lr:float, c:UniADConfig):
@@ -247,7 +248,7 @@ class UniAD(Detector):
         data = meta_images(categories, c.image_size)
         key = _train_key(c, [n for n, _ in data])
         X = torch.cat([self.tokens(x, batch_size) for _, x in data])
-        steps = c.iters_per_epoch or max(1, len(X) // c.batch)
+        steps = c.iters_per_epoch or max(1, len(X) // c.batch_size)
         opt = _optimiser(self.net, c.lr, c)
         sched = torch.optim.lr_scheduler.StepLR(opt, c.lr_step, c.lr_gamma)   # per epoch (authors: x0.1 after 800)
         adv = self._adversary(opt)
@@ -272,7 +273,7 @@ class UniAD(Detector):
         self.net.load_state_dict(self.meta_state)
         if c.finetune_steps:
             S, opt = self.tokens(x, batch_size), _optimiser(self.net, c.finetune_lr, c)
-            ft = c.replace(batch=min(c.batch, len(S)))
+            ft = c.replace(batch_size=min(c.batch_size, len(S)))
             train_epoch(self.net, S, opt, ft, c.finetune_steps, self.generator(0, device="cpu"), self.device, self._adversary(opt))
             self._version += 1                                            # new weights: predictions are recomputed
         self.net.eval(); self.fitted = True
