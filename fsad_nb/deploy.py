@@ -19,21 +19,16 @@ from PIL import Image
 from sklearn.metrics import precision_recall_curve
 from . import __version__
 from .core import FsadError, atomic_path, atomic_write_text, set_seed
-from .data import IMAGE_EXTS, MVTecLayout, image_files, load_image, normal_image_paths, stack_split
+from .data import IMAGE_EXTS, MVTecLayout, decode_image, image_files, normal_image_paths, stack_split
 from .fewshot import support_indices
-from .detector import get_detector, method_class, smooth_maps, max_scores, load_tensors, ANOMALY_CMAP
-from .backbones import patch_features
-from .methods.knn import nn_distance
-from .methods.regad import registered_embedding, mahalanobis
-from .methods.dfd import band_tokens, fuse
-from .methods.uniad import as_tokens, resize_to
+from .detector import get_detector, method_class, load_tensors, ANOMALY_CMAP
 
 # %% auto #0
-__all__ = ['THRESHOLD_RULES', 'MODEL_FORMAT', 'MIN_IMAGE_SIZE', 'LOADERS', 'NO_CHUNK', 'GRAPHS', 'NOT_EXPORTABLE', 'OPSET',
-           'MAX_BATCH', 'EXPORT_FORMATS', 'support_paths', 'holdout_scores', 'holdout_threshold', 'fit_with_threshold',
-           'fit_model', 'Model', 'load_model', 'input_files', 'overlay_figure', 'Result', 'predict_images', 'KNNGraph',
-           'RegADGraph', 'UniADGraph', 'DFDGraph', 'graph_module', 'inverse_3x3', 'traceable', 'PerImage', 'export_gap',
-           'export_model', 'decision_quality', 'oracle_threshold', 'threshold_study', 'study_table']
+__all__ = ['THRESHOLD_RULES', 'MODEL_FORMAT', 'MIN_IMAGE_SIZE', 'LOADERS', 'OPSET', 'MAX_BATCH', 'EXPORT_FORMATS',
+           'support_paths', 'holdout_scores', 'holdout_threshold', 'fit_with_threshold', 'fit_model', 'Model',
+           'load_model', 'input_files', 'overlay_figure', 'Result', 'predict_images', 'graph_module', 'inverse_3x3',
+           'traceable', 'PerImage', 'export_gap', 'export_model', 'decision_quality', 'oracle_threshold',
+           'threshold_study', 'study_table']
 
 # %% ../nbs/23_deploy.ipynb #434d1395
 def support_paths(support, shots:int|None=None, round:int=0, seed:int=0) -> list[Path]:
@@ -127,15 +122,10 @@ def fit_model(method:str, support, out, *, shots:int|None=None, round:int=0, opt
 
 # %% ../nbs/23_deploy.ipynb #45c1943e
 def _decode(path, size:int, min_size:int=1) -> tuple[torch.Tensor, np.ndarray]:
-    "(model input [1,3,S,S] in [0,1], resized like `load_images`; the RGB image as decoded, uint8 [H,W,3]); "
-    "an image narrower or lower than `min_size` pixels is refused, naming it."
-    rgb = np.asarray(load_image(path))
-    if min(rgb.shape[:2]) < min_size:
-        raise FsadError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} px; images must be at least {min_size} px on each side")
-    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float()[None] / 255
-    if tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(x, (size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-    return x, rgb
+    "(model input [1,3,S,S] in [0,1], decoded and resized by the data layer's `decode_image`; the RGB image as decoded, "
+    "uint8 [H,W,3]); an image narrower or lower than `min_size` pixels is refused, naming it."
+    x, rgb = decode_image(path, size, min_size)
+    return x[None], rgb
 
 # %% ../nbs/23_deploy.ipynb #a4c81352
 @dataclasses.dataclass
@@ -400,70 +390,11 @@ def predict_images(model, inputs, out_dir, batch_size:int=32, progress:bool=True
 
 
 # %% ../nbs/23_deploy.ipynb #2dc4eb81
-NO_CHUNK = 2 ** 62        # one chunk: the graph holds the whole distance matrix of a batch
-
-class KNNGraph(nn.Module):
-    "patch-kNN's predict as one graph: backbone, locally aware patches, distance to the nearest bank patch, smoothing, max."
-    def __init__(self, det):
-        super().__init__()
-        self.extractor, self.c = det.extractor, det.config
-        self.register_buffer("bank", det.bank.detach().float().cpu())
-    def forward(self, x):
-        E = patch_features(self.extractor, x, self.c.layers, self.c.patch_size)
-        N, C, h, w = E.shape
-        s = nn_distance(E.permute(0, 2, 3, 1).reshape(-1, C), self.bank, self.c.k, NO_CHUNK).reshape(N, h, w)
-        maps = smooth_maps(s, x.shape[-2:], self.c.sigma)
-        return max_scores(maps), maps
-
-# %% ../nbs/23_deploy.ipynb #92f62d1b
-class RegADGraph(nn.Module):
-    "RegAD's predict as one graph: registered multi-scale features, Mahalanobis distance per position, smoothing, max."
-    def __init__(self, det):
-        super().__init__()
-        self.net, self.c, self.grid = det.net, det.config, tuple(det._grid)
-        self.register_buffer("mu", det.mu.detach().float().cpu()); self.register_buffer("prec", det.prec.detach().float().cpu())
-    def forward(self, x):
-        E = registered_embedding(self.net, x).float().flatten(2)
-        s = mahalanobis(E, self.mu, self.prec, self.c.chunk).reshape(x.shape[0], *self.grid)
-        maps = smooth_maps(s, x.shape[-2:], self.c.sigma)
-        return max_scores(maps), maps
-
-class UniADGraph(nn.Module):
-    "UniAD's predict as one graph: every-stage tokens, masked transformer reconstruction, L2 error per token, upsampling, pooled max."
-    def __init__(self, det):
-        super().__init__()
-        self.extractor, self.net, self.c = det.extractor, det.net, det.config
-    def forward(self, x):
-        T = as_tokens(self.extractor(resize_to(x, self.c.image_size)), self.net.grid)
-        s = (self.net(T)["rec"].float() - T).norm(dim=-1).reshape(x.shape[0], self.net.grid, self.net.grid)
-        maps = smooth_maps(s, x.shape[-2:], self.c.sigma)
-        return max_scores(maps, self.c.pool), maps
-
-class DFDGraph(nn.Module):
-    "DFD's (and SimpleNet's) predict as one graph: band tokens, adaptor, discriminators (Eq. 15), min-max fusion (Eq. 16-17), smoothing, max."
-    def __init__(self, det):
-        super().__init__()
-        self.extractor, self.nets, self.c, self.stats = det.extractor, det.nets, det.config, dict(det.stats)
-    def forward(self, x):
-        P, grid = band_tokens(self.extractor, x, self.c)                # [bands, N, T, C]
-        q = [self.nets.adaptor(P[b].float()) for b in range(P.shape[0])]
-        s = [None if D is None else -sum(D(qb, grid).float() for qb in q) for D in (self.nets.D_G, self.nets.D_P)]   # S_Gau, S_Per
-        S = fuse(s[0], s[1], self.stats).reshape(x.shape[0], *grid)
-        maps = smooth_maps(S, x.shape[-2:], self.c.sigma)
-        return max_scores(maps), maps
-
-# %% ../nbs/23_deploy.ipynb #aaf604a6
-GRAPHS = {"knn": KNNGraph, "regad": RegADGraph, "dfd": DFDGraph, "simplenet": DFDGraph, "uniad": UniADGraph}
-NOT_EXPORTABLE = {"tdg": "its score runs each scale's discriminator over 42-54 transformed copies of the images in "
-                         "Python loops whose chunking and class targets depend on the batch size (TDG.votes), so a "
-                         "graph would only hold for one batch size; score with the model file instead"}
-
 def graph_module(det) -> nn.Module:
-    "The export wrapper of a fitted detector: images [N,3,S,S] in [0,1] -> (scores [N], maps [N,S,S])."
-    if det.name in NOT_EXPORTABLE: raise FsadError(f"{det.name} cannot be exported: {NOT_EXPORTABLE[det.name]}")
-    if det.name not in GRAPHS: raise FsadError(f"{det.name}: no export wrapper; exportable methods: {sorted(GRAPHS)}")
+    "What export writes: the fitted detector's scorer, images [N,3,S,S] in [0,1] -> (scores [N], maps [N,S,S]), in eval mode."
+    if det.not_exportable: raise FsadError(f"{det.name} cannot be exported: {det.not_exportable}")
     if det.device.type != "cpu": raise FsadError(f"{det.name}: export from a model loaded on the CPU (device='cpu')")
-    return GRAPHS[det.name](det).eval()
+    return det.scorer().eval()
 
 # %% ../nbs/23_deploy.ipynb #f5ad6be7
 def inverse_3x3(A:torch.Tensor) -> torch.Tensor:

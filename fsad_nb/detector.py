@@ -6,20 +6,21 @@ Docs: https://fsad-nb.github.io/fsad_nb/detector.html.md"""
 
 # %% ../nbs/07_detector.ipynb #2a45dfc8
 from __future__ import annotations
-import importlib, re, warnings, weakref
+import importlib, itertools, re, warnings, weakref
 from pathlib import Path
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.transforms.v2.functional import gaussian_blur
-from .core import FsadError, Config, get_device, atomic_path
+from .core import FsadError, Config, get_device, atomic_path, autocast, _progress
 from .registry import method_index
 from .backbones import FeatureExtractor
 from .data import normal_image_paths, load_images
 
 # %% auto #0
 __all__ = ['REGISTRY', 'ANOMALY_CMAP', 'register', 'available_methods', 'method_class', 'get_detector', 'load_tensors',
-           'Detector', 'smooth_maps', 'max_scores', 'batches', 'score_maps', 'meta_images', 'save_checkpoint',
-           'load_checkpoint']
+           'Detector', 'smooth_maps', 'max_scores', 'batches', 'score_maps', 'exporting', 'Scorer', 'meta_images',
+           'save_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/07_detector.ipynb #9ce905e8
 REGISTRY: dict = {}
@@ -68,14 +69,16 @@ def load_tensors(path, keys=()) -> dict:
 
 # %% ../nbs/07_detector.ipynb #7d2e3eaf
 class Detector:
-    "Base class of every few-shot anomaly detector: `meta_fit` (optional), `fit`, `predict`, `save`/`load`."
+    "Base class of every few-shot anomaly detector: `meta_fit` (optional), `fit`, `scorer` (what `predict` runs and "
+    "`export` exports), `save`/`load`."
     name = "base"
     config_cls = Config
+    not_exportable: str | None = None     # why this method's scorer cannot become an ONNX/TorchScript graph (None: it can)
 
     def __init__(self, config=None, device=None):
         self.config = (config if config is not None else self.config_cls()).validate()   # bad options fail here, before any work
         self.device = get_device(device)
-        self.fitted = False
+        self.fitted, self._version, self._cache, self._out = False, 0, None, None
 
     def meta_fit(self, categories, **kw):
         "Category-agnostic training on other categories; detectors without it ignore the call."
@@ -84,6 +87,15 @@ class Detector:
     def fit(self, support:torch.Tensor, *, progress:bool=False):
         "Adapt to the target category from `support`, K normal images `[K,3,H,W]` in [0,1]."
         raise NotImplementedError
+
+    def scorer(self) -> Scorer:
+        "The fitted scoring as one module, images [N,3,S,S] -> (scores [N], maps [N,S,S]); built from the fitted state "
+        "without copies."
+        raise NotImplementedError
+
+    def training_callbacks(self) -> list:
+        "Callbacks a variant of this method attaches to its training `Learner` (e.g. the adversarial alignment); none here."
+        return []
 
     def build_extractor(self, device=None) -> FeatureExtractor:
         "The frozen backbone the config names (`backbone`, `weights`), on `device` (default: the detector's)."
@@ -98,18 +110,39 @@ class Detector:
 
     def generator(self, stream:int=0, device=None) -> torch.Generator:
         "A generator from `config.seed` alone (stream k > 0: seed * 100003 + k): meta-training repeats whatever the round."
-        seed = self.config.seed
+        seed = getattr(self.config, "seed", 0)
         return torch.Generator(device=device or self.device).manual_seed(seed * 100003 + stream if stream else seed)
 
     def fit_generator(self, device=None) -> torch.Generator:
         "The randomness of one fit: `config.seed` plus one draw from torch's global generator (which the protocol seeds "
         "per round), so rounds differ and a seeded run repeats."
-        seed = int(torch.randint(0, 2**62, (1,))) + self.config.seed * 100003   # seed 0: the global draw alone
+        seed = int(torch.randint(0, 2**62, (1,))) + getattr(self.config, "seed", 0) * 100003   # seed 0: the global draw alone
         return torch.Generator(device=device or self.device).manual_seed(seed)
 
-    def predict(self, images:torch.Tensor, batch_size:int=32):
-        "Return `(image_scores [N], anomaly_maps [N,H,W])` as numpy arrays."
-        raise NotImplementedError
+    @torch.inference_mode()
+    def predict(self, images:torch.Tensor, batch_size:int=32, progress:bool=False):
+        "Image scores [N] and anomaly maps [N,H,W] (numpy) of images [N,3,H,W] in [0,1]: the scorer, batch by batch."
+        if not self.fitted: raise FsadError(f"{self.name}: call fit(support) before predict(images)")
+        images, g = self._check_images(images), self.scorer().eval()
+        E = self._features(g, images, batch_size, progress and g.cacheable)
+        key = (E, batch_size, [(t, _tensor_version(t)) for t in itertools.chain(g.parameters(), g.buffers())])
+        if not _same(self._out and self._out[0], key):             # same features, same weights: the same answer
+            outs = []
+            for e in _progress(list(batches(E, batch_size)), progress=progress and not g.cacheable):
+                s, a = g.head(e.to(self.device), images.shape[-2:]); outs.append((s.float().cpu(), a.float().cpu()))
+            self._out = (key, torch.cat([s for s, _ in outs]).numpy(), torch.cat([a for _, a in outs]).numpy())
+        return self._out[1].copy(), self._out[2].copy()
+
+    def _features(self, g:Scorer, images:torch.Tensor, batch_size:int, progress:bool) -> torch.Tensor:
+        "g.embed of `images` batch by batch (on the CPU), kept while the same unchanged tensor comes back and the "
+        "detector's `_version` (bumped when what `embed` reads changes) is the same."
+        if not g.cacheable: return images
+        def compute():
+            out = []
+            for x in _progress(list(batches(images, batch_size)), progress=progress):
+                with autocast(self.device): out.append(g.embed(x.to(self.device)).cpu())
+            return torch.cat(out)
+        return self._cached(images, compute, extra=self._version)
 
     def state(self) -> dict:
         "The fitted state to save (tensors and plain values)."
@@ -130,12 +163,12 @@ class Detector:
         ckpt = load_tensors(path, ("config", "state"))
         det_cls = method_class(ckpt["method"]) if ckpt.get("method") else cls
         det = det_cls(det_cls.config_cls.from_dict(ckpt["config"]), device=device)
-        det.set_state(ckpt["state"]); det.fitted = True
+        det.set_state(ckpt["state"]); det.fitted = True; det._version += 1
         return det
 
     def _cached(self, images:torch.Tensor, compute, extra=None):
         "`compute()` for `images`, reused while the very same, unchanged tensor (and `extra`) comes back."
-        key, c = (images._version, extra), getattr(self, "_cache", None)
+        key, c = (images._version, extra), self._cache
         if c is None or c[0]() is not images or c[1] != key: self._cache = (weakref.ref(images), key, compute())
         return self._cache[2]
 
@@ -147,6 +180,15 @@ class Detector:
         bad = ~torch.isfinite(x).flatten(1).all(1)
         if bad.any(): raise FsadError(f"{self.name}: {what} {bad.nonzero()[:5, 0].tolist()} hold NaN or inf values")
         return x
+
+def _tensor_version(t:torch.Tensor) -> int:
+    "In-place changes made to `t` so far (an inference-mode tensor keeps no count: 0)."
+    return 0 if t.is_inference() else t._version
+
+def _same(a, b) -> bool:
+    "Whether two output-cache keys (features, batch size, [(tensor, version)]) name the very same tensors, unchanged."
+    if a is None or a[0] is not b[0] or a[1] != b[1] or len(a[2]) != len(b[2]): return False
+    return all(t is u and v == w for (t, v), (u, w) in zip(a[2], b[2]))
 
 # %% ../nbs/07_detector.ipynb #28874a7d
 ANOMALY_CMAP = "inferno"     # the one colour map of every anomaly map in the library: bright = high score
@@ -177,6 +219,36 @@ def score_maps(E:torch.Tensor, patch_scores, size, sigma:float, batch_size:int=3
     maps = [smooth_maps(patch_scores(e.to(device) if device is not None else e), size, sigma).cpu() for e in batches(E, batch_size)]
     maps = torch.cat(maps)
     return max_scores(maps, pool).numpy(), maps.numpy()
+
+# %% ../nbs/07_detector.ipynb #1a132021
+def exporting() -> bool:
+    "True while `torch.export` or TorchScript traces a scorer: chunked loops then run as one chunk (the result is the same)."
+    return torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+class Scorer(nn.Module):
+    "A fitted detector's scoring as one module: images [N,3,S,S] in [0,1] -> (scores [N], maps [N,S,S]). `embed`: the "
+    "frozen feature part, which `predict` caches (set `cacheable = False` when there is none); `head`: the rest."
+    cacheable = True
+
+    def __init__(self, sigma:float=4.0, pool:int=1):
+        super().__init__(); self.sigma, self.pool = sigma, pool
+
+    def embed(self, x:torch.Tensor) -> torch.Tensor:
+        "Features of images x, batch first (default: the images themselves)."
+        return x
+
+    def patch_scores(self, E:torch.Tensor) -> torch.Tensor:
+        "Patch scores [N,h,w] from features E."
+        raise NotImplementedError
+
+    def head(self, E:torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
+        "(image scores [N], maps [N,H,W]): the patch scores upsampled to `size` and smoothed (`sigma`), then the maximum "
+        "after a `pool` x `pool` mean filter."
+        with autocast(E.device): P = self.patch_scores(E).float()
+        maps = smooth_maps(P, size, self.sigma)
+        return max_scores(maps, self.pool), maps
+
+    def forward(self, x:torch.Tensor): return self.head(self.embed(x), x.shape[-2:])
 
 # %% ../nbs/07_detector.ipynb #5a1b4016
 def meta_images(categories, size:int, min_images:int=1) -> list:

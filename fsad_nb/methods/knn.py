@@ -8,13 +8,13 @@ Docs: https://fsad-nb.github.io/fsad_nb/knn.html.md"""
 from __future__ import annotations
 import dataclasses
 import torch
-from fastprogress.fastprogress import progress_bar
+import torch.nn as nn
 from ..core import FsadError, Config, autocast, require
-from ..detector import Detector, register, score_maps, batches
+from ..detector import Detector, Scorer, register, batches, exporting
 from ..backbones import patch_features
 
 # %% auto #0
-__all__ = ['KNNConfig', 'nn_distance', 'PatchKNN']
+__all__ = ['NO_CHUNK', 'KNNConfig', 'nn_distance', 'KNNScorer', 'PatchKNN']
 
 # %% ../../nbs/10_knn.ipynb #742a607d
 @dataclasses.dataclass
@@ -45,6 +45,22 @@ def nn_distance(Q:torch.Tensor, M:torch.Tensor, k:int=1, chunk:int=8192) -> torc
     return torch.cat(out)
 
 # %% ../../nbs/10_knn.ipynb #ed030c8d
+NO_CHUNK = 2 ** 62        # one chunk: used while exporting, where the graph holds a batch's whole distance matrix
+
+class KNNScorer(Scorer):
+    "patch-kNN's scoring: locally aware patch features (embed), distance to the nearest bank patch, smoothing, max."
+    def __init__(self, extractor:nn.Module, bank:torch.Tensor, config:KNNConfig):
+        super().__init__(config.sigma)
+        self.extractor, self.c = extractor, config
+        self.register_buffer("bank", bank)                            # [K*h*w, C], the support's patches
+
+    def embed(self, x): return patch_features(self.extractor, x, self.c.layers, self.c.patch_size).float()
+
+    def patch_scores(self, E):
+        N, C, h, w = E.shape
+        Q = E.permute(0, 2, 3, 1).reshape(-1, C)
+        return nn_distance(Q, self.bank, self.c.k, NO_CHUNK if exporting() else 8192).reshape(N, h, w)   # min_m ||f(p) - m||
+
 @register
 class PatchKNN(Detector):
     "Training-free patch nearest-neighbour detector (PatchCore-style memory bank of the support patches)."
@@ -55,31 +71,17 @@ class PatchKNN(Detector):
         super().__init__(config, device)
         self.extractor = self.build_extractor()
 
-    @torch.inference_mode()
-    def embed(self, images:torch.Tensor, batch_size:int=32, progress:bool=False) -> torch.Tensor:
-        "Locally aware patch features `[N,C,h,w]` (on the CPU) of images `[N,3,H,W]` in [0,1]."
-        c, out = self.config, []
-        it = batches(images, batch_size)
-        for x in (progress_bar(list(it), leave=False) if progress else it):
-            with autocast(self.device): out.append(patch_features(self.extractor, x.to(self.device), c.layers, c.patch_size).float().cpu())
-        return torch.cat(out)
+    def scorer(self) -> KNNScorer: return KNNScorer(self.extractor, self.bank, self.config)
 
+    @torch.inference_mode()
     def fit(self, support:torch.Tensor, *, progress:bool=False):
         "Memory bank = every patch feature of the support images."
-        E = self.embed(self._check_images(support, "support"), progress=progress)
-        self.bank = E.permute(0, 2, 3, 1).reshape(-1, E.shape[1]).to(self.device)  # [K*h*w, C]
-        self.fitted = True
+        g, E = KNNScorer(self.extractor, torch.zeros(0), self.config), []
+        for x in batches(self._check_images(support, "support"), 32):
+            with autocast(self.device): E.append(g.embed(x.to(self.device)))
+        E = torch.cat(E)
+        self.bank, self.fitted = E.permute(0, 2, 3, 1).reshape(-1, E.shape[1]), True    # [K*h*w, C]
         return self
-
-    @torch.inference_mode()
-    def predict(self, images:torch.Tensor, batch_size:int=32, progress:bool=False):
-        "Image scores [N] and anomaly maps [N,H,W] (numpy) for images [N,3,H,W]."
-        if not self.fitted: raise FsadError("knn: call fit(support) before predict(images)")
-        images = self._check_images(images)
-        E = self._cached(images, lambda: self.embed(images, batch_size, progress))
-        N, C, h, w = E.shape
-        s = lambda e: nn_distance(e.permute(0, 2, 3, 1).reshape(-1, C), self.bank, self.config.k).reshape(len(e), h, w)  # min_m ||f(p) - m||
-        return score_maps(E, s, images.shape[-2:], self.config.sigma, batch_size, self.device)
 
     def state(self): return {"bank": self.bank.cpu(), **self.extractor_state()}
 
