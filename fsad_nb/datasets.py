@@ -19,7 +19,6 @@ from .converters import make_elpv_categories, download_mvtec_ad, download_visa, 
 from .converters import MVTEC_AD_URL, MVTEC_AD_CATEGORIES, VISA_URL, MPDD_URL, DAGM_URL
 from .converters import magnetic_tile_to_mvtec, check_magnetic_tile, dtd_to_folders, dtd10_names
 from .converters import MAGNETIC_TILE_URL, DTD_URL, DTD_MD5, DTD_CLASSES
-from .converters import MANIFESTS, magnetic_tile_split     # kept importable from here as well
 
 # %% auto #0
 __all__ = ['SOURCES', 'FASHION_MNIST_URL', 'FASHION_MNIST_MD5', 'FASHION_MNIST_DIR', 'FASHION_MNIST_FILES',

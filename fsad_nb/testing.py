@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from .data import _write_png
-from .datasets import magnetic_tile_split, FASHION_MNIST_MD5
+from .converters import magnetic_tile_split
+from .datasets import FASHION_MNIST_MD5
 
 # %% auto #0
 __all__ = ['local_server', 'fake_visa', 'fake_dagm', 'fake_magnetic_tile_archive', 'fake_dtd_archive', 'fake_fashion_mnist']
