@@ -89,6 +89,12 @@ def _get(source:Source, url:str, downloads:Path) -> Path:
     if spec and not sha256: _check(path, spec)
     return path
 
+def _unpacked(source:Source, work:Path, downloads:Path) -> Path:
+    "The source's (one) archive downloaded, checked and unpacked into `work/upstream`; the archive itself removed."
+    archive = _get(source, source.urls[0], downloads)
+    upstream = extract(archive, work/"upstream"); archive.unlink()
+    return upstream
+
 # %% ../nbs/08_datasets.ipynb #10708624
 def _bar(items, progress:bool):
     "A progress bar over `items` when `progress`, else `items` unchanged."
@@ -141,9 +147,7 @@ def fetch(name, progress:bool=True) -> Path:
 # %% ../nbs/08_datasets.ipynb #6f3c1a20
 def _fetch_magnetic_tile(source:Source, out:Path, work:Path, downloads:Path, progress:bool):
     "Download the repository archive, unpack it, convert it by the shipped map and check every file."
-    archive = _get(source, source.urls[0], downloads)
-    upstream = extract(archive, work/"upstream"); archive.unlink()
-    check_magnetic_tile(magnetic_tile_to_mvtec(upstream, out, progress=progress))
+    check_magnetic_tile(magnetic_tile_to_mvtec(_unpacked(source, work, downloads), out, progress=progress))
 
 # %% ../nbs/08_datasets.ipynb #1d7f838a
 register(Source(
@@ -156,9 +160,7 @@ register(Source(
 # %% ../nbs/08_datasets.ipynb #9d4e7b51
 def _fetch_dtd(source:Source, out:Path, work:Path, downloads:Path, progress:bool):
     "Download and check the DTD archive, unpack it and shrink the selected images (`options['names']`, else all) into `out`."
-    archive = _get(source, source.urls[0], downloads)
-    upstream = extract(archive, work/"upstream"); archive.unlink()
-    dtd_to_folders(upstream, out, source.options.get("names"), progress=progress)
+    dtd_to_folders(_unpacked(source, work, downloads), out, source.options.get("names"), progress=progress)
 
 # %% ../nbs/08_datasets.ipynb #4a554f2d
 _DTD = dict(licence="research use only (see the DTD page)", size="about 600 MB",
