@@ -7,27 +7,27 @@ Docs: https://fsad-nb.github.io/fsad_nb/regad.html.md"""
 # %% ../../nbs/11_regad.ipynb #d9f23f24
 from __future__ import annotations
 import copy, dataclasses, math
-from pathlib import Path
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
-from fastprogress.fastprogress import master_bar, progress_bar
-from ..core import FsadError, autocast, require, seeded
-from ..detector import Detector, register, score_maps, batches, meta_images, save_checkpoint, load_checkpoint
-from .adversarial import AdversarialOptions, build_adversary, train_step
+from fastcore.basics import patch
+from ..core import FsadError, Config, autocast, require, seeded, _progress
+from ..detector import Detector, Scorer, register, batches, meta_images, smooth_maps, max_scores
+from ..learner import Learner
 from ..backbones import FeatureExtractor, embed
-from ..data import normal_image_paths, load_images
 
 # %% auto #0
 __all__ = ['STN_VARIANTS', 'AUG_ANGLES', 'AUG_SHIFTS', 'RegADConfig', 'identity_params', 'theta_from_params', 'warp', 'to3x3',
            'inverse_theta', 'STN', 'neg_cosine', 'registration_loss', 'RegADNet', 'registered_embedding',
-           'support_augmentations', 'gaussian_fit', 'mahalanobis', 'registration_optimiser', 'train_epoch', 'RegAD']
+           'support_augmentations', 'gaussian_fit', 'mahalanobis', 'registration_optimiser', 'pair_batches',
+           'registration_step', 'RegADScorer', 'RegAD']
 
 # %% ../../nbs/11_regad.ipynb #bc0053d2
+_ADVERSARIAL = ("adversarial", "adv_weight", "adv_width", "adv_depth")
+
 @dataclasses.dataclass
-class RegADConfig(AdversarialOptions):
+class RegADConfig(Config):
     "RegAD settings; defaults are the paper's (except the offline backbone)."
     backbone: str = "efficientnet_lite0"   # paper: resnet18 (torchvision weights, needs one download)
     weights: str | None = "default"        # None: random initialisation (an untrained-backbone ablation; nothing is downloaded)
@@ -48,8 +48,14 @@ class RegADConfig(AdversarialOptions):
     seed: int = 0                          # draws of the training pairs (the detector's one seeding mechanism)
     renamed = {"train_batch": "batch_size"}   # configs stored before the rename still read (`Config.upgrade`)
 
+    @classmethod
+    def upgrade(cls, d:dict) -> dict:
+        "A stored config under today's names; the adversarial options that RegAD configs held before the adversarial "
+        "variant became a method of its own are dropped while off (a config that knows them keeps them)."
+        d, known = super().upgrade(d), {f.name for f in dataclasses.fields(cls)}
+        return d if d.get("adversarial") else {k: v for k, v in d.items() if k in known or k not in _ADVERSARIAL}
+
     def check(self):
-        super().check()                                                  # the adversarial options
         require(self.transform in STN_VARIANTS, "transform", self.transform, f"must be one of {list(STN_VARIANTS)}")
         require(self.eps >= 0, "eps", self.eps, "must be >= 0 (the ridge added to each covariance)")
         require(self.sigma >= 0, "sigma", self.sigma, "must be >= 0 pixels")
@@ -215,10 +221,10 @@ def _draw_pairs(data, B:int, g:torch.Generator):
 
 # %% ../../nbs/11_regad.ipynb #d86154b4
 def _train_key(c:RegADConfig, names) -> dict:
-    "What a checkpoint must agree on to be resumed."
+    "What a checkpoint must agree on to be resumed (the `Learner` adds its callbacks' keys)."
     keep = ("backbone", "weights", "transform", "stn", "train_backbone", "epochs", "iters_per_epoch", "batch_size",
             "lr", "momentum", "train_size", "seed")
-    return {**{k: getattr(c, k) for k in keep}, "meta": list(names), **c.adversarial_key()}
+    return {**{k: getattr(c, k) for k in keep}, "meta": list(names)}
 
 # %% ../../nbs/11_regad.ipynb #888130bb
 def registration_optimiser(net:nn.Module, c:RegADConfig, steps:int):
@@ -227,21 +233,37 @@ def registration_optimiser(net:nn.Module, c:RegADConfig, steps:int):
     opt = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum)
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs * steps)
 
-def train_epoch(net:RegADNet, data, opt, sched, steps:int, batch:int, g:torch.Generator, device, mb=None,
-                adversary=None) -> float:
-    "One epoch of `steps` registration steps on pairs drawn with `g`; returns the epoch's mean loss (Eq. 3). "
-    "`adversary`: the discriminator of the adversarial alignment, fed the predictor outputs (p_a, p_b) as (f0, f1)."
-    net.train(); losses = []
-    for _ in (progress_bar(range(steps), parent=mb) if mb is not None else range(steps)):
-        xa, xb = _draw_pairs(data, batch, g)
-        out = net(xa.to(device), xb.to(device))
-        step = train_step(registration_loss(**out), (out["p_a"], out["p_b"]), opt, sched, adversary)   # Eq. 3 (+ Lee et al.)
-        losses.append(step["loss"])
-        if mb is not None: mb.child.comment = f"loss {step['loss']:.3f}"
-    if mb is not None: mb.main_bar.comment = f"loss {np.mean(losses):.3f}"
-    return float(np.mean(losses))
+def pair_batches(data, steps:int, batch_size:int, g:torch.Generator):
+    "The `steps` batches (x_a, x_b) of one epoch: `batch_size` pairs of distinct images of one category each, drawn with `g`."
+    for _ in range(steps): yield _draw_pairs(data, batch_size, g)
+
+def registration_step(net:RegADNet, device):
+    "The `Learner`'s step: both branches on a batch of pairs -> dict(loss = Eq. 3, pair = (p_a, p_b), n = pairs)."
+    def step(batch):
+        out = net(*(x.to(device) for x in batch))
+        return dict(loss=registration_loss(**out), pair=(out["p_a"], out["p_b"]), n=len(batch[0]))
+    return step
 
 # %% ../../nbs/11_regad.ipynb #00391496
+class RegADScorer(Scorer):
+    "RegAD's scoring: registered multi-scale features (embed), Mahalanobis distance per position (Eq. 5), smoothing, max."
+    def __init__(self, net:RegADNet, mu:torch.Tensor|None, prec:torch.Tensor|None, config:RegADConfig):
+        super().__init__(config.sigma)
+        self.net, self.chunk = net, config.chunk
+        self.register_buffer("mu", mu); self.register_buffer("prec", prec)         # [P,C] and [P,C,C], one per position
+
+    def embed(self, x): return registered_embedding(self.net, x).float()
+
+    def patch_scores(self, E):
+        N, _, h, w = E.shape
+        return mahalanobis(E.flatten(2), self.mu, self.prec, self.chunk).view(N, h, w)   # Eq. 5
+
+    def head(self, E, size):
+        "The library's head without autocast: distances, maps and scores in float32."
+        maps = smooth_maps(self.patch_scores(E.float()), size, self.sigma)
+        return max_scores(maps, self.pool), maps
+
+# %% ../../nbs/11_regad.ipynb #fa9962b0
 @register
 class RegAD(Detector):
     "RegAD: STN feature registration trained on other categories, Gaussian per position, Mahalanobis scores."
@@ -251,63 +273,52 @@ class RegAD(Detector):
     def __init__(self, config=None, device=None):
         super().__init__(config, device)
         c = self.config
-        with seeded(c.seed):                              # the STNs' and heads' initial weights come from the seed,
+        with seeded(c.seed):                              # the STNs' and heads' initial weights come from the seed
             self.net = RegADNet(self.build_extractor("cpu"), c.transform, c.stn, c.train_size).to(self.device).eval()
-        self.history, self._cache, self._version = [], None, 0
+        self.history = []                                 # meta-training: one dict of mean values per epoch
 
-    @torch.inference_mode()
-    def embed(self, images:torch.Tensor, batch_size:int=32, progress:bool=False) -> torch.Tensor:
-        "Registered multi-scale features [N,C,h*w] (on the CPU) of images [N,3,H,W]."
-        self.net.eval(); out = []
-        it = list(batches(images, batch_size))
-        for x in (progress_bar(it, leave=False) if progress else it):
-            with autocast(self.device): e = registered_embedding(self.net, x.to(self.device))
-            out.append(e.float().flatten(2).cpu())
-        self._grid = tuple(e.shape[-2:])
-        return torch.cat(out)
-
-    def meta_fit(self, categories, checkpoint=None, progress:bool=True, until:int|None=None):
-        "Registration training on normal images of other categories (paths or tensors); resumes from `checkpoint`. "
-        "`until`: stop after that many epochs of the schedule (a later call resumes)."
-        c = self.config
-        if not c.train or not categories: return self                                   # ablation without F: identity/ImageNet
-        data = meta_images(categories, c.train_size, min_images=2)
-        key, steps = _train_key(c, [n for n, _ in data]), c.iters_per_epoch or max(1, sum(len(X) for _, X in data) // c.batch_size)
-        opt, sched = registration_optimiser(self.net, c, steps)
-        adv = build_adversary(c, self.net.predictor[-1].out_channels, opt, c.seed * 100003 - 1, self.device)  # Lee et al.
-        start, ck = 0, load_checkpoint(checkpoint, key, net=self.net, opt=opt, sched=sched, adversary=adv)
-        if ck is not None: start, self.history = ck["epoch"], ck["history"]
-        epochs = range(start, min(until or c.epochs, c.epochs))
-        mb = master_bar(epochs) if progress else None
-        for ep in (mb if mb is not None else epochs):
-            loss = train_epoch(self.net, data, opt, sched, steps, c.batch_size, self.generator(ep, device="cpu"), self.device, mb, adv)
-            self.history.append(loss)                                                   # same pair draws on resume
-            if checkpoint is not None: save_checkpoint(checkpoint, key, ep + 1, self.history, net=self.net, opt=opt, sched=sched, adversary=adv)
-        self.net.eval(); self._version += 1
-        return self
-
-    def fit(self, support:torch.Tensor, *, progress:bool=False, batch_size:int=32):
-        "Adapt without parameter updates: augment (A), register, fit one Gaussian per position."
-        c = self.config
-        x = self._check_images(support, "support")
-        x = support_augmentations(x) if c.augment else x
-        E = self.embed(x, batch_size, progress).to(self.device)
-        self.mu, self.prec = gaussian_fit(E, c.eps, c.chunk)
-        self.fitted = True
-        return self
-
-    @torch.inference_mode()
-    def predict(self, images:torch.Tensor, batch_size:int=32, progress:bool=False):
-        "Image scores [N] and anomaly maps [N,H,W] (numpy): Mahalanobis per position, upsampled and smoothed."
-        if not self.fitted: raise FsadError("regad: call fit(support) before predict(images)")
-        images = self._check_images(images)
-        E = self._cached(images, lambda: self.embed(images, batch_size, progress), extra=self._version)  # network changes too
-        s = lambda e: mahalanobis(e, self.mu, self.prec, self.config.chunk).view(len(e), *self._grid)      # Eq. 5
-        return score_maps(E, s, images.shape[-2:], self.config.sigma, batch_size, self.device)
+    def scorer(self) -> RegADScorer: return RegADScorer(self.net, self.mu, self.prec, self.config)
 
     def state(self):
         return dict(net=self.net.state_dict(), mu=self.mu.cpu(), prec=self.prec.cpu(), grid=self._grid, history=self.history)
 
     def set_state(self, s):
         self.net.load_state_dict(s["net"]); self.mu, self.prec = s["mu"].to(self.device), s["prec"].to(self.device)
-        self._grid, self.history = tuple(s["grid"]), s["history"]; self._version += 1
+        self._grid, self.history = tuple(s["grid"]), s["history"]; self._version += 1   # the features change
+
+# %% ../../nbs/11_regad.ipynb #b1981c70
+@patch
+def meta_fit(self:RegAD, categories, checkpoint=None, progress:bool=True, callbacks=()):
+    "Registration training on normal images of other categories (paths or tensors); resumes from `checkpoint`."
+    c = self.config
+    if not c.train or not categories: return self                                   # ablation without F: identity/ImageNet
+    data = meta_images(categories, c.train_size, min_images=2)
+    steps = c.iters_per_epoch or max(1, sum(len(X) for _, X in data) // c.batch_size)
+    opt, sched = registration_optimiser(self.net, c, steps)
+    epoch_batches = lambda ep: pair_batches(data, steps, c.batch_size, self.generator(ep, device="cpu"))  # same draws on resume
+    learn = Learner(self.net, registration_step(self.net, self.device), epoch_batches, [opt], [sched], c.epochs, steps,
+                    callbacks=[*self.training_callbacks(), *callbacks], checkpoint=checkpoint,
+                    key=_train_key(c, [n for n, _ in data]), progress=progress)
+    self.history = learn.fit(); self._version += 1
+    return self
+
+# %% ../../nbs/11_regad.ipynb #46d6e79b
+@patch
+def fit(self:RegAD, support:torch.Tensor, *, progress:bool=False, batch_size:int=32):
+    "Adapt without parameter updates: augment (A), register, fit one Gaussian per position."
+    c = self.config
+    x = self._check_images(support, "support")
+    E = self._embed(support_augmentations(x) if c.augment else x, batch_size, progress)
+    self._grid = tuple(E.shape[-2:])
+    self.mu, self.prec = gaussian_fit(E.flatten(2).to(self.device), c.eps, c.chunk)
+    self.fitted = True
+    return self
+
+@patch
+@torch.inference_mode()
+def _embed(self:RegAD, x:torch.Tensor, batch_size:int=32, progress:bool=False) -> torch.Tensor:
+    "Registered features [N,C,h,w] (on the CPU) of images x, batch by batch, through the scorer's `embed`."
+    g, out = RegADScorer(self.net, None, None, self.config).eval(), []
+    for b in _progress(list(batches(x, batch_size)), progress=progress):
+        with autocast(self.device): out.append(g.embed(b.to(self.device)).cpu())
+    return torch.cat(out)
