@@ -11,9 +11,10 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fastprogress.fastprogress import progress_bar
+from fastcore.basics import patch
 from ..core import FsadError, Config, autocast, seeded
-from ..detector import Detector, register, smooth_maps, batches
+from ..detector import Detector, Scorer, register, smooth_maps, batches, exporting
+from ..learner import Learner
 from ..frequency import to_grey
 
 # %% auto #0
@@ -21,7 +22,7 @@ __all__ = ['IDENTITY', 'RF', 'PAD', 'TDGConfig', 'check_tdg_config', 'scale_size
            'transform_set', 'grey_rgb', 'shift', 'shift_px', 'apply_transform', 'transform_batch', 'invert_map',
            'fold_maps', 'conv_block', 'init_weights', 'width_at', 'Generator', 'Discriminator', 'patch_ce',
            'noise_amplitude', 'correct_probs', 'patch_score', 'TransformTask', 'transform_task', 'Pyramid', 'adam',
-           'd_step', 'g_step', 'train_scale', 'is_grey', 'TDG']
+           'd_step', 'g_step', 'scale_learner', 'train_scale', 'prep_images', 'TDGScorer', 'is_grey', 'TDG']
 
 # %% ../../nbs/13_tdg.ipynb #a4454525
 @dataclasses.dataclass
@@ -322,10 +323,11 @@ def g_step(D:nn.Module, G:nn.Module, x:torch.Tensor, fake_in:tuple, rec_in:tuple
     opt.zero_grad(set_to_none=True); (adv + alpha * rec).backward(); opt.step()
     return adv.detach(), rec.detach()
 
-def train_scale(pyr:Pyramid, D:nn.Module, task:TransformTask, x:torch.Tensor, config:TDGConfig, iterations:int,
-                g=None, tick=None) -> dict:
-    "Train scale n: G^n = pyr.Gs[n] (None: v. a) and D^n on the support x^n [K,3,s,s] (Eq. 11 / 18); freeze both; its log."
-    c, n, G, dev, t0 = config, len(pyr.Gs) - 1, pyr.Gs[-1], x.device, time.perf_counter()
+def scale_learner(pyr:Pyramid, D:nn.Module, task:TransformTask, x:torch.Tensor, config:TDGConfig, iterations:int,
+                  g=None, progress:bool=False) -> Learner:
+    "Scale n's training as a `Learner`: G^n = pyr.Gs[n] (None: v. a) and D^n on the support x^n [K,3,s,s] (Eq. 11 / 18), "
+    "one step per iteration, each making its own updates; sets sigma^n (appended to `pyr.amps`)."
+    c, n, G, dev = config, len(pyr.Gs) - 1, pyr.Gs[-1], x.device
     opt_d, sch_d = adam(D, c, c.lr_drop_d)
     if G is not None:
         opt_g, sch_g = adam(G, c, c.lr_drop_g)
@@ -334,8 +336,9 @@ def train_scale(pyr:Pyramid, D:nn.Module, task:TransformTask, x:torch.Tensor, co
         z_rec = amp * pyr.z_star if n == 0 else torch.zeros_like(x)                   # z* at scale 0 only (Eq. 15-16)
     else: amp = None
     pyr.amps.append(amp)
-    log = []
-    for it in range(iterations):
+
+    def step(it:int) -> dict:
+        "Iteration `it`: noise z^n, d_steps discriminator steps (each on a fresh coarse image), g_steps generator steps."
         z = amp * pyr.noise(n, g) if G is not None else None
         for _ in range(c.d_steps):
             sel = task.pick(g, dev)
@@ -346,15 +349,62 @@ def train_scale(pyr:Pyramid, D:nn.Module, task:TransformTask, x:torch.Tensor, co
             D.requires_grad_(False)
             for _ in range(c.g_steps):
                 adv, rec = g_step(D, G, x, (z, prev, pyr.index), (z_rec, rec_prev, pyr.index), task, task.pick(g, dev), opt_g, c.alpha, c.amp)
-            D.requires_grad_(True); sch_g.step()
-        sch_d.step()
-        log.append(torch.stack([loss_d, adv, rec]))
-        if tick is not None: tick(n, it, log)
-    for m in (G, D):
-        if m is not None: m.eval().requires_grad_(False)
-    d, a, r = torch.stack(log).T.cpu().tolist() if log else ([], [], [])
-    return {"scale": n, "size": pyr.sizes[n], "width": D.body[0][0].out_channels, "d_loss": d, "g_adv": a, "rec": r,
+            D.requires_grad_(True)
+        return dict(loss=loss_d, g_adv=adv, rec=rec)                                  # loss: the discriminator's, Eq. 3-4
+
+    nets = nn.ModuleList([m for m in (G, D) if m is not None])
+    scheds = [sch_d] + ([sch_g] if G is not None else [])                             # stepped once per iteration
+    return Learner(nets, step, lambda epoch: range(iterations), scheds=scheds, steps=iterations, progress=progress,
+                   record_steps=True)
+
+def train_scale(pyr:Pyramid, D:nn.Module, task:TransformTask, x:torch.Tensor, config:TDGConfig, iterations:int,
+                g=None, progress:bool=False) -> dict:
+    "Train scale n (`scale_learner`), freeze G^n and D^n; the scale's log: per-iteration losses (Eq. 3-4, 5, 9-10), sigma^n, seconds."
+    t0, n = time.perf_counter(), len(pyr.Gs) - 1
+    learn = scale_learner(pyr, D, task, x, config, iterations, g, progress)
+    learn.fit()
+    for m in learn.model: m.eval().requires_grad_(False)
+    log, amp = learn.step_history, pyr.amps[-1]
+    return {"scale": n, "size": pyr.sizes[n], "width": D.body[0][0].out_channels, "d_loss": [s["loss"] for s in log],
+            "g_adv": [s["g_adv"] for s in log], "rec": [s["rec"] for s in log],
             "amp": amp.flatten().tolist() if amp is not None else None, "seconds": time.perf_counter() - t0}
+
+# %% ../../nbs/13_tdg.ipynb #a135dd7b
+def prep_images(x:torch.Tensor, size:int) -> torch.Tensor:
+    "Images in [0, 1] -> [-1, 1], resized to `size` (`image_size`, authors' code)."
+    return resize(x.float() * 2 - 1, size).clamp(-1, 1)
+
+class TDGScorer(Scorer):
+    "TDG's scoring: per scale, the discriminator's votes under all M transformations; Eq. 12's score, Fig. 6's map."
+    cacheable = False                                  # no frozen feature part: `head` receives the images
+
+    def __init__(self, Ds, task:TransformTask, sizes, config:TDGConfig):
+        super().__init__(config.sigma)
+        self.Ds, self.task, self.sizes, self.c = nn.ModuleList(Ds), task, list(sizes), config
+
+    @torch.no_grad()
+    def votes(self, n:int, xn:torch.Tensor) -> torch.Tensor:
+        "Per-patch vote for the correct class, [M,B,s-10,s-10], of images x^n [B,3,s,s] under all M transformations."
+        c, D, B, t, out, dev = self.c, self.Ds[n], len(xn), self.task, [], xn.device
+        chunk = c.eval_chunk or (2048 if dev.type == "cuda" else 128)          # small passes stay in the CPU's caches
+        M = len(t.ts); per = M if exporting() else max(1, chunk // B)
+        for idx in batches(torch.arange(M, device=dev), per):
+            with autocast(dev, c.amp): L = D(t.batch(xn, idx))
+            out.append(correct_probs(L, t.targets(idx, B), t.offset, t.kind).view(len(idx), B, *L.shape[-2:]))
+        return torch.cat(out)
+
+    def head(self, x:torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
+        "Anomaly scores [B] (minus Eq. 12 / Sec. 3.3) and anomaly maps [B,H,W] (minus Fig. 6's map) of images x [B,3,H,W]."
+        c = self.c
+        xs = pyramid(prep_images(x, c.image_size), self.sizes)
+        s, maps = 0, []
+        for n, xn in enumerate(xs):
+            V = self.votes(n, xn)                                              # [M,B,h,w]
+            s = s + patch_score(V, c.score_fraction).mean(0)                   # patches (or the lowest few), transformations
+            if c.map_scales == "all" or n == len(xs) - 1:
+                A = fold_maps(F.pad(V, (PAD,) * 4, mode="replicate"), self.task.ts, c.translation)    # T_i^-1, averaged
+                maps.append(smooth_maps(-A, size, c.sigma))
+        return -s / len(xs), sum(maps) / len(maps)
 
 # %% ../../nbs/13_tdg.ipynb #dae43b80
 def is_grey(x:torch.Tensor) -> bool:
@@ -366,6 +416,9 @@ class TDG(Detector):
     "TDG (Sheynin et al. 2021): per-scale patch GANs on the support; transformation-discriminating discriminators score."
     name = "tdg"
     config_cls = TDGConfig
+    not_exportable = ("its score runs each scale's discriminator over 42-54 transformed copies of the images in Python loops "
+                      "whose chunking and class targets depend on the batch size (TDGScorer.votes), so a graph would only hold "
+                      "for one batch size; score with the model file instead")
 
     def __init__(self, config=None, device=None):
         super().__init__(config, device)
@@ -400,68 +453,15 @@ class TDG(Detector):
 
     def _prep(self, x:torch.Tensor) -> torch.Tensor:
         "Images in [0, 1] -> [-1, 1], resized to `image_size` (authors' code), on the device."
-        return resize(x.to(self.device).float() * 2 - 1, self.config.image_size).clamp(-1, 1)
+        return prep_images(x.to(self.device), self.config.image_size)
 
-    def fit(self, support:torch.Tensor, *, progress:bool=False):
-        "Train the pyramid on the K support images [K,3,H,W] in [0,1], coarsest scale first (Sec. 3.1-3.2)."
-        x = self._check_images(support, "support")
-        c, g, t0 = self.config, self.fit_generator(), time.perf_counter()
-        self._setup(not is_grey(x) if c.colour is None else c.colour, len(x))
-        reals = pyramid(self._prep(x), self.sizes)
-        if c.use_generator:                                               # z*: one fixed map for all K images (Eq. 15)
-            s = self.sizes[0]; self.pyr.z_star = torch.randn(1, 1, s, s, generator=g, device=self.device).expand(self.K, 3, -1, -1)
-        tick = self._progress() if progress else None
-        for n in range(len(self.sizes)):
-            self.history.append(train_scale(self.pyr, self._next_scale(n, g), self.task, reals[n], c, self.iterations, g, tick))
-        self.timings = {"fit_s": time.perf_counter() - t0, "scale_s": [h["seconds"] for h in self.history],
-                        "transforms": len(self.task.ts), "iterations": self.iterations, "sizes": self.sizes}
-        self.fitted = True
-        return self
-
-    def _progress(self):
-        "A progress bar over all iterations of all scales, as a `tick(n, it, log)` for `train_scale`."
-        bar = progress_bar(range(len(self.sizes) * self.iterations), leave=False); ticks = iter(bar)
-        def tick(n, it, log):
-            next(ticks, None)
-            if it % 25 == 0: bar.comment = f"scale {n}/{len(self.sizes) - 1} ({self.sizes[n]} px) D {float(log[-1][0]):.3f} G {float(log[-1][1]):.3f} rec {float(log[-1][2]):.4f}"
-            if n == len(self.sizes) - 1 and it == self.iterations - 1: list(ticks)
-        return tick
+    def scorer(self) -> TDGScorer: return TDGScorer(self.Ds, self.task, self.sizes, self.config)
 
     def generate(self, mode:str="rand", generator=None) -> list[torch.Tensor]:
         "x_bar^n of every scale for each support image, in [0, 1]: fresh noise ('rand') or the fixed-noise reconstruction ('rec')."
         if not self.fitted or not self.config.use_generator: raise FsadError("tdg: generate() needs a fitted detector with a generator")
         outs = []; self.pyr.coarse(len(self.sizes), mode, generator, outs)
         return [(o.clamp(-1, 1) + 1) / 2 for o in outs]
-
-    @torch.no_grad()
-    def votes(self, n:int, xn:torch.Tensor) -> torch.Tensor:
-        "Per-patch vote for the correct class, [M,B,s-10,s-10], of images x^n [B,3,s,s] under all M transformations."
-        c, D, B, t, out = self.config, self.Ds[n], len(xn), self.task, []
-        chunk = c.eval_chunk or (2048 if self.device.type == "cuda" else 128)     # small passes stay in the CPU's caches
-        for idx in batches(torch.arange(len(t.ts), device=self.device), max(1, chunk // B)):
-            with autocast(self.device, c.amp): L = D(t.batch(xn, idx))
-            out.append(correct_probs(L, t.targets(idx, B), t.offset, t.kind).view(len(idx), B, *L.shape[-2:]))
-        return torch.cat(out)
-
-    @torch.no_grad()
-    def score_batch(self, x:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "Anomaly scores [B] (minus Eq. 12 / Sec. 3.3) and anomaly maps [B,H,W] (minus Fig. 6's map) of images [B,3,H,W]."
-        c, xs = self.config, pyramid(self._prep(x), self.sizes)
-        s, maps = 0, []
-        for n, xn in enumerate(xs):
-            V = self.votes(n, xn)                                              # [M,B,h,w]
-            s = s + patch_score(V, c.score_fraction).mean(0)                   # patches (or the lowest few), transformations
-            if c.map_scales == "all" or n == len(xs) - 1:
-                A = fold_maps(F.pad(V, (PAD,) * 4, mode="replicate"), self.task.ts, c.translation)    # T_i^-1, averaged
-                maps.append(smooth_maps(-A, x.shape[-2:], c.sigma))
-        return -s / len(xs), sum(maps) / len(maps)
-
-    def predict(self, images:torch.Tensor, batch_size:int=32, progress:bool=False):
-        "Image scores [N] and anomaly maps [N,H,W] (numpy; higher = more anomalous) for images [N,3,H,W] in [0,1]."
-        if not self.fitted: raise FsadError(f"{self.name}: call fit(support) before predict(images)")
-        it = list(batches(self._check_images(images), batch_size))
-        out = [self.score_batch(x) for x in (progress_bar(it, leave=False) if progress else it)]
-        return torch.cat([s for s, _ in out]).cpu().numpy(), torch.cat([a for _, a in out]).cpu().numpy()
 
     def state(self) -> dict:
         cpu = lambda t: None if t is None else t.cpu()
@@ -482,3 +482,20 @@ class TDG(Detector):
         self.pyr.amps = [None if a is None else a.to(self.device) for a in state["amps"]]
         self.pyr.z_star = None if state["z_star"] is None else state["z_star"].to(self.device)
         self.history, self.timings = state["history"], state["timings"]
+
+# %% ../../nbs/13_tdg.ipynb #a7d295a3
+@patch
+def fit(self:TDG, support:torch.Tensor, *, progress:bool=False):
+    "Train the pyramid on the K support images [K,3,H,W] in [0,1], coarsest scale first (Sec. 3.1-3.2)."
+    x = self._check_images(support, "support")
+    c, g, t0 = self.config, self.fit_generator(), time.perf_counter()
+    self._setup(not is_grey(x) if c.colour is None else c.colour, len(x))
+    reals = pyramid(self._prep(x), self.sizes)
+    if c.use_generator:                                               # z*: one fixed map for all K images (Eq. 15)
+        s = self.sizes[0]; self.pyr.z_star = torch.randn(1, 1, s, s, generator=g, device=self.device).expand(self.K, 3, -1, -1)
+    for n in range(len(self.sizes)):
+        self.history.append(train_scale(self.pyr, self._next_scale(n, g), self.task, reals[n], c, self.iterations, g, progress))
+    self.timings = {"fit_s": time.perf_counter() - t0, "scale_s": [h["seconds"] for h in self.history],
+                    "transforms": len(self.task.ts), "iterations": self.iterations, "sizes": self.sizes}
+    self.fitted = True
+    return self
