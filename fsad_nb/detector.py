@@ -79,6 +79,7 @@ class Detector:
         self.config = (config if config is not None else self.config_cls()).validate()   # bad options fail here, before any work
         self.device = get_device(device)
         self.fitted, self._version, self._cache, self._out = False, 0, None, None
+        self.amp = True                   # predict under bfloat16 autocast on CUDA (False: float32 throughout)
 
     def meta_fit(self, categories, **kw):
         "Category-agnostic training on other categories; detectors without it ignore the call."
@@ -124,8 +125,9 @@ class Detector:
         "Image scores [N] and anomaly maps [N,H,W] (numpy) of images [N,3,H,W] in [0,1]: the scorer, batch by batch."
         if not self.fitted: raise FsadError(f"{self.name}: call fit(support) before predict(images)")
         images, g = self._check_images(images), self.scorer().eval()
+        g.amp = self.amp
         E = self._features(g, images, batch_size, progress and g.cacheable)
-        key = (E, batch_size, [(t, _tensor_version(t)) for t in itertools.chain(g.parameters(), g.buffers())])
+        key = (E, batch_size, self.amp, [(t, _tensor_version(t)) for t in itertools.chain(g.parameters(), g.buffers())])
         if not _same(self._out and self._out[0], key):             # same features, same weights: the same answer
             outs = []
             for e in _progress(list(batches(E, batch_size)), progress=progress and not g.cacheable):
@@ -140,7 +142,7 @@ class Detector:
         def compute():
             out = []
             for x in _progress(list(batches(images, batch_size)), progress=progress):
-                with autocast(self.device): out.append(g.embed(x.to(self.device)).cpu())
+                with autocast(self.device, self.amp): out.append(g.embed(x.to(self.device)).cpu())
             return torch.cat(out)
         return self._cached(images, compute, extra=self._version)
 
@@ -186,9 +188,9 @@ def _tensor_version(t:torch.Tensor) -> int:
     return 0 if t.is_inference() else t._version
 
 def _same(a, b) -> bool:
-    "Whether two output-cache keys (features, batch size, [(tensor, version)]) name the very same tensors, unchanged."
-    if a is None or a[0] is not b[0] or a[1] != b[1] or len(a[2]) != len(b[2]): return False
-    return all(t is u and v == w for (t, v), (u, w) in zip(a[2], b[2]))
+    "Whether two output-cache keys (features, batch size, amp, [(tensor, version)]) name the very same tensors, unchanged."
+    if a is None or a[0] is not b[0] or a[1:3] != b[1:3] or len(a[3]) != len(b[3]): return False
+    return all(t is u and v == w for (t, v), (u, w) in zip(a[3], b[3]))
 
 # %% ../nbs/07_detector.ipynb #28874a7d
 ANOMALY_CMAP = "inferno"     # the one colour map of every anomaly map in the library: bright = high score
@@ -229,6 +231,7 @@ class Scorer(nn.Module):
     "A fitted detector's scoring as one module: images [N,3,S,S] in [0,1] -> (scores [N], maps [N,S,S]). `embed`: the "
     "frozen feature part, which `predict` caches (set `cacheable = False` when there is none); `head`: the rest."
     cacheable = True
+    amp = True                            # bfloat16 autocast of patch_scores on CUDA (predict sets it from the detector)
 
     def __init__(self, sigma:float=4.0, pool:int=1):
         super().__init__(); self.sigma, self.pool = sigma, pool
@@ -244,7 +247,7 @@ class Scorer(nn.Module):
     def head(self, E:torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
         "(image scores [N], maps [N,H,W]): the patch scores upsampled to `size` and smoothed (`sigma`), then the maximum "
         "after a `pool` x `pool` mean filter."
-        with autocast(E.device): P = self.patch_scores(E).float()
+        with autocast(E.device, self.amp): P = self.patch_scores(E).float()
         maps = smooth_maps(P, size, self.sigma)
         return max_scores(maps, self.pool), maps
 
