@@ -989,17 +989,17 @@ def dfd_ours_outputs(case:dict, fast:bool=False) -> dict:
         out["similarity loss (masked tokens)"] = D.similarity_loss(qa.view(2, 1024, -1), q.view(2, 1024, -1), m, "push")
     nets.eval()
     with torch.no_grad():
-        P = torch.stack([tok[:1024], case["tokens_aug"][:1024]])[:, None]          # [bands=2, N=1, T, C]
+        E = torch.stack([tok[:1024], case["tokens_aug"][:1024]]).view(1, 2, 32, 32, -1)   # [N=1, bands=2, h, w, C]
         if fast: nets.D_P = None
-        g, p = D.branch_scores(nets, P, (32, 32))
+        g, p = D.DFDScorer(None, nets, {}, D.DFDConfig(weights=None)).branch_scores(E)
         out["Gaussian-branch map before min-max (same tokens)"] = smooth_maps(g.view(1, 32, 32), 256, 4.0)[0]
         if p is not None: out["Perlin-branch map before min-max (same tokens)"] = smooth_maps(p.view(1, 32, 32), 256, 4.0)[0]
         out["smoothing of the same upsampled map"] = smooth_maps(case["smooth_in"][None], 256, 4.0)[0]
         out["smoothing of the same upsampled map, >= 16 px from the border"] = out["smoothing of the same upsampled map"][16:-16, 16:-16]
         if fast: return out                                          # end to end: the backbone on both bands
         cfg = D.DFDConfig(backbone="wide_resnet50_2", weights=None)
-        Pt, grid = D.band_tokens(fe, x, cfg)                                      # [2, 1, T, C]: low, high
-        g, _ = D.branch_scores(nets, Pt, grid)
+        E = D.band_tokens(fe, x, cfg); grid = E.shape[2:4]                        # [1, 2, h, w, C]: low, high
+        g, _ = D.DFDScorer(fe, nets, {}, cfg).branch_scores(E)
         out["end to end: Gaussian-branch map from the image"] = smooth_maps(g.view(1, *grid), 256, 4.0)[0]
     return out
 
@@ -1031,13 +1031,14 @@ def dfd_speed(root, case) -> dict:
     opt_a, opt_d = D.optimisers(nets, cfg)[:2]
     M = case["mask"]
     def ours_step():
-        Pn, grid = D.band_tokens(fe, x2, cfg); Pa, _ = D.band_tokens(fe, x2, cfg)
+        Pn, Pa = D.band_tokens(fe, x2, cfg), D.band_tokens(fe, x2, cfg); grid = tuple(Pn.shape[2:4])
         data = dict(normal=Pn, anomalous=Pa, mask=D.grid_mask(M, grid), label=torch.tensor([1., 0.]), grid=grid)
         loss, _ = D.total_loss(nets, data, torch.arange(2), cfg, 0.015)
         opt_a.zero_grad(); opt_d.zero_grad(); loss.backward(); opt_a.step(); opt_d.step()
     def ours_predict():
         with torch.no_grad():
-            Pt, grid = D.band_tokens(fe, case["image"], cfg); g, p = D.branch_scores(nets.eval(), Pt, grid)
+            E = D.band_tokens(fe, case["image"], cfg); grid = E.shape[2:4]
+            g, p = D.DFDScorer(fe, nets.eval(), {}, cfg).branch_scores(E)
             D.smooth_maps(g.view(1, *grid), 256, 4.0); D.smooth_maps(p.view(1, *grid), 256, 4.0)
         nets.train()
     res = {}
@@ -1186,7 +1187,7 @@ def simplenet_theirs(root:Path, case:dict) -> dict:
     return out
 
 def simplenet_ours_outputs(case:dict, fast:bool=False) -> dict:
-    from fsad_nb.methods.dfd import build_nets, SimpleNetConfig, branch_scores
+    from fsad_nb.methods.dfd import build_nets, SimpleNetConfig, DFDScorer
     from fsad_nb.detector import smooth_maps, max_scores
     nets = build_nets(1536, (SN_GRID, SN_GRID), SimpleNetConfig(weights=None), seed=0).eval()
     nets.load_state_dict({simplenet_key(k): v for k, v in seeded_state(case["keys"]).items()})
@@ -1194,7 +1195,7 @@ def simplenet_ours_outputs(case:dict, fast:bool=False) -> dict:
     with torch.no_grad():
         out["discriminator (2 layers, hidden 1024), eval"] = nets.D_G(t[None])[0]
         out["projection (pre_proj 1)"] = nets.adaptor(t)
-        g, _ = branch_scores(nets, t[None, None], (SN_GRID, SN_GRID))
+        g, _ = DFDScorer(None, nets, {}, SimpleNetConfig(weights=None)).branch_scores(t.view(1, 1, SN_GRID, SN_GRID, -1))
         out["patch scores -D"] = g[0]
         m = smooth_maps(g.view(1, SN_GRID, SN_GRID), SN_SIZE, 4.0)
         out["segmentation: upsample + Gaussian sigma 4 (RescaleSegmentor)"] = m[0]

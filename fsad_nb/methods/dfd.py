@@ -10,20 +10,21 @@ import dataclasses, math, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fastprogress.fastprogress import progress_bar
+from fastcore.basics import patch
 from ..core import FsadError, Config, autocast, seeded
-from ..detector import Detector, register, smooth_maps, max_scores, batches
+from ..detector import Detector, Scorer, register, batches
+from ..learner import Learner
 from ..backbones import patch_features
 from ..frequency import frequency_split
 from ..perlin import PseudoAnomaly, TextureBank, feature_noise, rotate
 
 # %% auto #0
-__all__ = ['PAPER_LAMBDAS', 'BANDS', 'PAPER_NOISE_STD', 'DFDConfig', 'SimpleNetConfig', 'augmented_training_set', 'band_images',
-           'patch_tokens', 'band_tokens', 'make_adaptor', 'MLPDiscriminator', 'truncated_l1', 'gaussian_loss',
+__all__ = ['PAPER_LAMBDAS', 'BANDS', 'PAPER_NOISE_STD', 'BRANCHES', 'DFDConfig', 'SimpleNetConfig', 'augmented_training_set',
+           'band_images', 'band_tokens', 'make_adaptor', 'MLPDiscriminator', 'truncated_l1', 'gaussian_loss',
            'resolve_noise_std', 'ViTBlock', 'vit_width', 'PerlinDiscriminator', 'make_perlin_discriminator',
-           'grid_mask', 'pixel_loss', 'image_loss', 'perlin_loss', 'similarity_loss', 'minmax', 'fuse', 'score_range',
-           'check_dfd_config', 'DFDNets', 'build_nets', 'total_loss', 'optimisers', 'n_images', 'train_epoch', 'train',
-           'branch_scores', 'calibrate', 'DFD', 'SimpleNet']
+           'grid_mask', 'pixel_loss', 'image_loss', 'perlin_loss', 'similarity_loss', 'minmax', 'fuse',
+           'check_dfd_config', 'DFDNets', 'build_nets', 'DFDScorer', 'total_loss', 'optimisers', 'n_images', 'learner',
+           'calibrate', 'DFD', 'SimpleNet']
 
 # %% ../../nbs/12_dfd.ipynb #4db9e1f8
 PAPER_LAMBDAS = {"mvtec": (2.0, 0.02), "visa": (1.0, 1.0)}   # (lambda_Per, lambda_Sim) per dataset, Sec. 4.1
@@ -113,16 +114,11 @@ def band_images(x:torch.Tensor, use_frequency:bool=True, bands:str="both") -> li
     return {"both": [low, high], "low": [low], "high": [high]}[bands]
 
 # %% ../../nbs/12_dfd.ipynb #2bc1074a
-def patch_tokens(extractor, images:torch.Tensor, layers=(1, 2), patch_size:int=3):
-    "Locally aware patch features (`patch_features`) of images [B,3,H,W] as tokens [B, h*w, C], and the grid (h, w)."
-    E = patch_features(extractor, images, layers, patch_size)
-    return E.flatten(2).transpose(1, 2), tuple(E.shape[-2:])
-
-def band_tokens(extractor, images:torch.Tensor, config) -> tuple[torch.Tensor, tuple]:
-    "Tokens of every band of `images`, one backbone call: [n_bands, B, h*w, C] and the grid."
+def band_tokens(extractor, images:torch.Tensor, config) -> torch.Tensor:
+    "Tokens of every band of `images` [N,3,H,W], one backbone call (`patch_features`): [N, n_bands, h, w, C]."
     bs = band_images(images, config.use_frequency, config.bands)
-    P, grid = patch_tokens(extractor, torch.cat(bs), config.layers, config.patch_size)
-    return P.view(len(bs), len(images), *P.shape[1:]), grid
+    E = patch_features(extractor, torch.cat(bs), config.layers, config.patch_size)      # [n_bands*N, C, h, w]
+    return E.unflatten(0, (len(bs), -1)).permute(1, 0, 3, 4, 2)
 
 def make_adaptor(dim:int) -> nn.Linear:
     "The feature adaptor psi^A: one linear layer C -> C (Eq. 7), Xavier-normal weights."
@@ -160,11 +156,11 @@ def gaussian_loss(D, q:torch.Tensor, sigma:float=0.015, theta:float=0.5, generat
 PAPER_NOISE_STD = {"wide_resnet50_2": 0.015}                 # SimpleNet / DFD: sigma for their backbone
 
 def resolve_noise_std(config, tokens:torch.Tensor|None=None, rel:float=0.5) -> float:
-    "sigma of Eq. 4: the configured value; else the paper's for its backbone; else rel x median per-dim std of `tokens`."
+    "sigma of Eq. 4: the configured value; else the paper's for its backbone; else rel x median per-dim std of `tokens` [M, bands, ..., C]."
     if config.noise_std is not None: return float(config.noise_std)
     if config.backbone in PAPER_NOISE_STD: return PAPER_NOISE_STD[config.backbone]
     if tokens is None: raise FsadError(f"noise_std=None for backbone {config.backbone!r} needs training tokens to scale to")
-    P = tokens.reshape(-1, tokens.shape[-1])
+    P = tokens.transpose(0, 1).reshape(-1, tokens.shape[-1])            # band by band
     P = P[::max(1, len(P) // 100_000)].float()                          # a subsample is plenty for a median
     return rel * float(P.std(0).median())
 
@@ -266,18 +262,14 @@ def similarity_loss(q_a:torch.Tensor, q_n:torch.Tensor, m:torch.Tensor, mode:str
     return cos.mean() if mode == "push" else (1 - cos).mean()
 
 # %% ../../nbs/12_dfd.ipynb #7c906bd1
-def minmax(s:torch.Tensor, lo, hi) -> torch.Tensor:
+def minmax(s:torch.Tensor, lo:torch.Tensor, hi:torch.Tensor) -> torch.Tensor:
     "Eq. 16: (s - lo) / (hi - lo), guarded against hi == lo."
-    return (s - lo) / max(float(hi) - float(lo), 1e-12)
+    return (s - lo) / (hi - lo).clamp_min(1e-12)
 
 def fuse(s_gau, s_per, stats:dict) -> torch.Tensor:
-    "Eq. 16-17: scale each branch with its (min, max) in `stats`, average the branches present (None = switched off)."
-    parts = [minmax(s, *stats[k]) for k, s in (("gau", s_gau), ("per", s_per)) if s is not None]
+    "Eq. 16-17: scale each branch with its range `stats[k]` = (min, max), average the branches present (None = switched off)."
+    parts = [minmax(s, stats[k][0], stats[k][1]) for k, s in (("gau", s_gau), ("per", s_per)) if s is not None]
     return sum(parts) / len(parts)
-
-def score_range(*scores) -> tuple[float, float]:
-    "(min, max) over one or more score tensors."
-    return min(float(s.min()) for s in scores), max(float(s.max()) for s in scores)
 
 # %% ../../nbs/12_dfd.ipynb #4bfb3653
 _CHOICES = {"bands": BANDS, "normalise": ("train", "test"), "sim_mode": ("push", "pull"),
@@ -306,15 +298,61 @@ def build_nets(dim:int, grid, config, seed:int|None=None, device=None) -> DFDNet
     with seeded(seed):
         return DFDNets(dim, grid, config).to(device)
 
+# %% ../../nbs/12_dfd.ipynb #ed536f3c
+BRANCHES = ("gau", "per")                                             # S_Gau from phi^G, S_Per from phi^P
+
+class DFDScorer(Scorer):
+    "DFD's scoring: band tokens (embed); adaptor and both discriminators on every band (Eq. 15), the min-max fusion "
+    "with each branch's range (Eq. 16-17), smoothing, max (head)."
+    def __init__(self, extractor:nn.Module|None, nets:DFDNets|None, stats:dict, config, store_dtype=torch.float32):
+        super().__init__(config.sigma)
+        self.extractor, self.nets, self.c, self.store_dtype = extractor, nets, config, store_dtype
+        self.branches = tuple(stats)
+        for k, r in stats.items(): self.register_buffer(f"range_{k}", r)     # (min, max) of branch k, by reference
+
+    def embed(self, x:torch.Tensor) -> torch.Tensor:
+        "Band tokens of images x: [N, n_bands, h, w, C]."
+        return band_tokens(self.extractor, x, self.c).to(self.store_dtype)
+
+# %% ../../nbs/12_dfd.ipynb #bf7b42e6
+def _band(E:torch.Tensor, b:int) -> torch.Tensor:
+    "Band b of tokens [N, bands, h, w, C] as float tokens [N, h*w, C]."
+    return E[:, b].flatten(1, 2).float().contiguous()
+
+@patch
+def branch_scores(self:DFDScorer, E:torch.Tensor) -> tuple:
+    "Eq. 15 on tokens E [N, bands, h, w, C]: S_Gau = -sum_b phi^G(q_b), S_Per = -sum_b phi^P(q_b), each [N, h*w] (None: off)."
+    grid = tuple(E.shape[2:4])
+    q = [self.nets.adaptor(_band(E, b)) for b in range(E.shape[1])]                        # Eq. 7
+    return tuple(None if D is None else -sum(D(qb, grid).float() for qb in q) for D in (self.nets.D_G, self.nets.D_P))
+
+@patch
+def patch_scores(self:DFDScorer, E:torch.Tensor) -> torch.Tensor:
+    "Eq. 16-17 on the token grid: the branches scaled with their ranges and averaged, [N, h, w]."
+    stats = {k: getattr(self, f"range_{k}") for k in self.branches}
+    return fuse(*self.branch_scores(E), stats).view(E.shape[0], *E.shape[2:4])
+
+@patch
+@torch.no_grad()
+def ranges(self:DFDScorer, *Es, batch_size:int=32) -> dict:
+    "Each branch's (min, max) of Eq. 15 over tokens `Es` (each [N, bands, h, w, C], on any device), batch by batch."
+    dev, r = self.nets.adaptor.weight.device, {}
+    for E in Es:
+        for e in batches(E, batch_size):
+            with autocast(dev): s = self.branch_scores(e.to(dev))
+            for k, v in zip(BRANCHES, s):
+                if v is not None: r.setdefault(k, []).append(torch.stack([v.min(), v.max()]))
+    return {k: torch.stack([torch.stack(v)[:, 0].min(), torch.stack(v)[:, 1].max()]) for k, v in r.items()}
+
 # %% ../../nbs/12_dfd.ipynb #bb1f60d0
 def total_loss(nets:DFDNets, data:dict, idx:torch.Tensor, config, noise_std:float|None, generator=None) -> tuple[torch.Tensor, dict]:
     "Eq. 14 on the augmented images `idx`: L_Gau + lambda_Per L_Per + lambda_Sim L_Sim, and its parts (detached)."
     c, L = config, dict(gau=0., per=0., sim=0.)
     m = data["mask"][idx] if data["mask"] is not None else None
-    n_bands = len(data["normal"] if data["normal"] is not None else data["anomalous"])
-    for b in range(n_bands):                                              # the low and the high band (or one path)
-        q_n = nets.adaptor(data["normal"][b, idx].float()) if data["normal"] is not None else None         # Eq. 7
-        q_a = nets.adaptor(data["anomalous"][b, idx].float()) if data["anomalous"] is not None else None
+    E_n, E_a = (data[k][idx] if data[k] is not None else None for k in ("normal", "anomalous"))
+    for b in range((E_n if E_n is not None else E_a).shape[1]):         # the low and the high band (or one path)
+        q_n = nets.adaptor(_band(E_n, b)) if E_n is not None else None   # Eq. 7
+        q_a = nets.adaptor(_band(E_a, b)) if E_a is not None else None
         if c.use_gaussian_d: L["gau"] = L["gau"] + gaussian_loss(nets.D_G, q_n, noise_std, c.margin, generator)
         if c.use_perlin_d: L["per"] = L["per"] + perlin_loss(nets.D_P(q_a, data["grid"]).float(), m, data["label"][idx], c.margin)
         if c.use_similarity: L["sim"] = L["sim"] + similarity_loss(q_a, q_n, m, c.sim_mode)
@@ -332,48 +370,25 @@ def optimisers(nets:DFDNets, config) -> tuple:
 
 def n_images(data:dict) -> int:
     "Number of augmented training images in `training_tokens` output."
-    return data["label"].numel() if data["label"] is not None else data["normal"].shape[1]
+    return data["label"].numel() if data["label"] is not None else data["normal"].shape[0]
 
-def train_epoch(nets:DFDNets, data:dict, opts:tuple, config, noise_std:float|None, generator=None) -> dict:
-    "One pass over the augmented images in an order drawn with `generator`, then one step of the schedule; the mean losses."
-    opt_a, opt_d, sched = opts
+def learner(nets:DFDNets, data:dict, config, noise_std:float|None, generator=None, progress:bool=False, callbacks=()) -> Learner:
+    "Training of adaptor and discriminators for `config.epochs` on the fixed tokens: each epoch the augmented images in "
+    "an order drawn with `generator`, Eq. 14 per batch under autocast; `.fit()` returns the per-epoch mean losses."
+    opt_a, opt_d, sched = optimisers(nets, config)
     M, device = n_images(data), nets.adaptor.weight.device
-    order = torch.randperm(M, generator=generator, device=generator.device if generator is not None else "cpu")
-    sums = dict(loss=0., gau=0., per=0., sim=0.)
-    nets.train()
-    for idx in batches(order.to(device), config.batch_size):
+    def order(epoch):
+        perm = torch.randperm(M, generator=generator, device=generator.device if generator is not None else "cpu")
+        return batches(perm.to(device), config.batch_size)
+    def step(idx):
         with autocast(device): total, parts = total_loss(nets, data, idx, config, noise_std, generator)
-        opt_a.zero_grad(); opt_d.zero_grad(); total.backward(); opt_a.step(); opt_d.step()
-        for k, v in dict(loss=total.detach(), **parts).items(): sums[k] = sums[k] + v.float() * (len(idx) / M)
-    sched.step()
-    return {k: float(v) for k, v in sums.items()}                         # one device sync per epoch
+        return dict(loss=total, **parts, n=len(idx))
+    return Learner(nets, step, order, opts=(opt_a, opt_d), scheds=(sched,), epochs=config.epochs, sched_every="epoch",
+                   steps=-(-M // config.batch_size), callbacks=callbacks, progress=progress)
 
-def train(nets:DFDNets, data:dict, config, noise_std:float|None, generator=None, progress:bool=False) -> list[dict]:
-    "Train adaptor and discriminators for `config.epochs` on the fixed tokens; the per-epoch mean losses, then eval mode."
-    opts, history = optimisers(nets, config), []
-    bar = progress_bar(range(config.epochs), leave=False) if progress else range(config.epochs)
-    for _ in bar:
-        history.append(train_epoch(nets, data, opts, config, noise_std, generator))
-        if progress: bar.comment = f"loss {history[-1]['loss']:.3f}"
-    nets.eval()
-    return history
-
-# %% ../../nbs/12_dfd.ipynb #3f953697
-@torch.no_grad()
-def branch_scores(nets:DFDNets, P:torch.Tensor, grid, batch_size:int=32) -> tuple:
-    "Eq. 15: S_Gau = -sum_b phi^G(q_b), S_Per = -sum_b phi^P(q_b) for tokens P [n_bands,N,T,C] -> ([N,T] or None) x 2."
-    device, out = nets.adaptor.weight.device, {"gau": [], "per": []}
-    for idx in batches(torch.arange(P.shape[1]), batch_size):
-        with autocast(device):
-            q = [nets.adaptor(P[b, idx].to(device).float()) for b in range(len(P))]
-            for k, D in (("gau", nets.D_G), ("per", nets.D_P)):
-                if D is not None: out[k].append(-sum(D(qb, grid).float() for qb in q))
-    return tuple(torch.cat(out[k]) if out[k] else None for k in ("gau", "per"))
-
-def calibrate(nets:DFDNets, data:dict) -> dict:
-    "Each branch's (min, max) over all training tokens (normal copies and pseudo-anomalies), in eval mode."
-    scores = [branch_scores(nets, data[k], data["grid"]) for k in ("normal", "anomalous") if data[k] is not None]
-    return {k: score_range(*[s[i] for s in scores]) for i, k in enumerate(("gau", "per")) if scores[0][i] is not None}
+def calibrate(g:DFDScorer, data:dict) -> dict:
+    "Each branch's (min, max) of Eq. 15 over all training tokens (normal copies and pseudo-anomalies), in eval mode."
+    return g.ranges(*(data[k] for k in ("normal", "anomalous") if data[k] is not None))
 
 # %% ../../nbs/12_dfd.ipynb #b3180191
 @register
@@ -386,7 +401,8 @@ class DFD(Detector):
         super().__init__(config, device)
         self.extractor = self.build_extractor()
         self.dim = sum(self.extractor.channels[i] for i in self.config.layers)
-        self._textures, self._cache, self.history, self.timings, self.noise_std = None, None, [], {}, None
+        self._textures, self.history, self.timings, self.noise_std = None, [], {}, None
+        self.nets, self.stats, self._test_stats = None, {}, None
 
     # which parts of the training data exist
     @property
@@ -396,73 +412,73 @@ class DFD(Detector):
     @property
     def _store_dtype(self): return torch.bfloat16 if self.device.type == "cuda" else torch.float32
 
+    def scorer(self) -> DFDScorer:
+        "The fitted scoring (`DFDScorer`) over the backbone, the networks and the branch ranges, by reference."
+        stats = self.stats if self._test_stats is None else self._test_stats
+        return DFDScorer(self.extractor, self.nets, stats, self.config, self._store_dtype)
+
     def _pseudo(self) -> PseudoAnomaly:
         "The image-level pseudo-anomaly maker of Eq. 3 (the texture bank is loaded once per detector)."
         c = self.config
         if self._textures is None: self._textures = TextureBank(c.textures, max_images=c.texture_max).to(self.device)
         return PseudoAnomaly(p_normal=c.p_normal, textures=self._textures, foreground=c.foreground, invert=c.invert_foreground)
 
-    def tokens(self, images:torch.Tensor) -> tuple[torch.Tensor, tuple]:
-        "Backbone tokens [n_bands, B, h*w, C] of images (any device) and the grid; no autograd."
+# %% ../../nbs/12_dfd.ipynb #1df48401
+@patch
+def training_tokens(self:DFD, support:torch.Tensor, generator=None, chunk:int=32) -> dict:
+    "Augment the support (Sec. 3.1) chunk by chunk and keep only tokens: normal/anomalous [M, bands, h, w, C], mask [M, h*w], label [M]."
+    c, n, g = self.config, self.config.n_augment, self.scorer()
+    pseudo = self._pseudo() if self._need_anomalous else None
+    out = {k: [] for k in ("normal", "anomalous", "mask", "label")}
+    for idx in batches(torch.arange(len(support) * n), chunk):
+        parts = _augment(support[idx // n].to(self.device), c.rotation, pseudo, generator, c.rotation_padding)
         with torch.no_grad(), autocast(self.device):
-            P, grid = band_tokens(self.extractor, images.to(self.device), self.config)
-        return P.to(self._store_dtype), grid
+            if self._need_normal: out["normal"].append(g.embed(parts["normal"]))
+            if pseudo is not None: out["anomalous"].append(g.embed(parts["anomalous"]))
+        grid = tuple((out["normal"] or out["anomalous"])[-1].shape[2:4])
+        if pseudo is not None: out["mask"].append(grid_mask(parts["mask"], grid)); out["label"].append(parts["label"])
+    return {**{k: torch.cat(v) if v else None for k, v in out.items()}, "grid": grid}
 
-    def training_tokens(self, support:torch.Tensor, generator=None, chunk:int=32) -> dict:
-        "Augment the support (Sec. 3.1) chunk by chunk and keep only tokens: normal/anomalous [n_bands,M,T,C], mask [M,T], label [M]."
-        c, n = self.config, self.config.n_augment
-        pseudo = self._pseudo() if self._need_anomalous else None
-        out = {k: [] for k in ("normal", "anomalous", "mask", "label")}
-        for idx in batches(torch.arange(len(support) * n), chunk):
-            parts = _augment(support[idx // n].to(self.device), c.rotation, pseudo, generator, c.rotation_padding)
-            if self._need_normal: P, grid = self.tokens(parts["normal"]); out["normal"].append(P)
-            if pseudo is not None:
-                P, grid = self.tokens(parts["anomalous"]); out["anomalous"].append(P)
-                out["mask"].append(grid_mask(parts["mask"], grid)); out["label"].append(parts["label"])
-        return {**{k: torch.cat(v, dim=1 if k in ("normal", "anomalous") else 0) if v else None for k, v in out.items()}, "grid": grid}
+# %% ../../nbs/12_dfd.ipynb #42aab349
+@patch
+def fit(self:DFD, support:torch.Tensor, *, progress:bool=False):
+    "Augment the support once, embed it once, train adaptor + discriminators, calibrate the branch scales."
+    x, c = self._check_images(support, "support"), self.config
+    g, t0 = self.fit_generator(), time.perf_counter()
+    data = self.training_tokens(x, g)
+    if c.use_gaussian_d: self.noise_std = resolve_noise_std(c, data["normal"])
+    t1, self.grid = time.perf_counter(), data["grid"]
+    self.nets = build_nets(self.dim, self.grid, c, int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)), self.device)
+    self.history = learner(self.nets, data, c, self.noise_std, g, progress, self.training_callbacks()).fit()
+    t2 = time.perf_counter()
+    self.stats = calibrate(DFDScorer(self.extractor, self.nets, {}, c), data)
+    self.timings = dict(tokens_s=t1 - t0, train_s=t2 - t1, calibrate_s=time.perf_counter() - t2, n_train_images=n_images(data))
+    self.fitted = True
+    return self
 
-    def fit(self, support:torch.Tensor, *, progress:bool=False):
-        "Augment the support once, embed it once, train adaptor + discriminators, calibrate the branch scales."
-        x, c = self._check_images(support, "support"), self.config
-        g, t0 = self.fit_generator(), time.perf_counter()
-        data = self.training_tokens(x, g)
-        if c.use_gaussian_d: self.noise_std = resolve_noise_std(c, data["normal"])
-        t1, self.grid = time.perf_counter(), data["grid"]
-        self.nets = build_nets(self.dim, self.grid, c, int(torch.randint(0, 2**62, (1,), generator=g, device=g.device)), self.device)
-        self.history = train(self.nets, data, c, self.noise_std, g, progress)
-        t2 = time.perf_counter()
-        self.stats = calibrate(self.nets, data)
-        self.timings = dict(tokens_s=t1 - t0, train_s=t2 - t1, calibrate_s=time.perf_counter() - t2, n_train_images=n_images(data))
-        self.fitted = True
-        return self
+# %% ../../nbs/12_dfd.ipynb #ae19486f
+@patch
+@torch.inference_mode()
+def predict(self:DFD, images:torch.Tensor, batch_size:int=32, progress:bool=False):
+    "`Detector.predict`; with normalise='test' the branch ranges come from `images` themselves (the authors' min-max)."
+    if self.config.normalise == "test" and self.fitted:
+        g = self.scorer().eval()
+        self._test_stats = g.ranges(self._features(g, self._check_images(images), batch_size, progress), batch_size=batch_size)
+    try: return Detector.predict(self, images, batch_size, progress)
+    finally: self._test_stats = None
 
-    def image_tokens(self, images, batch_size:int=32, progress:bool=False):
-        "Tokens [bands, N*h*w, C] and grid of test `images`, batch by batch."
-        it = list(batches(images, batch_size))
-        parts = [self.tokens(x) for x in (progress_bar(it, leave=False) if progress else it)]
-        return torch.cat([p for p, _ in parts], 1), parts[0][1]
+@patch
+def state(self:DFD) -> dict:
+    nets = {k: m.state_dict() for k, m in self.nets.named_children()}
+    return {"grid": self.grid, "stats": self.stats, "history": self.history, "noise_std": self.noise_std, **nets, **self.extractor_state()}
 
-    def predict(self, images:torch.Tensor, batch_size:int=32, progress:bool=False):
-        "Image scores [N] and anomaly maps [N,H,W] (numpy): Eq. 15-17, upsampled and smoothed; image score = max."
-        if not self.fitted: raise FsadError(f"{self.name}: call fit(support) before predict(images)")
-        images = self._check_images(images)
-        P, grid = self._cached(images, lambda: self.image_tokens(images, batch_size, progress))
-        s_gau, s_per = branch_scores(self.nets, P, grid, batch_size)
-        stats = self.stats if self.config.normalise == "train" else \
-            {k: score_range(s) for k, s in (("gau", s_gau), ("per", s_per)) if s is not None}
-        S = fuse(s_gau, s_per, stats).view(-1, *grid)                         # Eq. 16-17 on the token grid
-        maps = torch.cat([smooth_maps(s, images.shape[-2:], self.config.sigma).cpu() for s in batches(S, batch_size)])
-        return max_scores(maps).numpy(), maps.numpy()
-
-    def state(self) -> dict:
-        nets = {k: m.state_dict() for k, m in self.nets.named_children()}
-        return {"grid": self.grid, "stats": self.stats, "history": self.history, "noise_std": self.noise_std, **nets, **self.extractor_state()}
-
-    def set_state(self, state:dict):
-        self.grid, self.nets = tuple(state["grid"]), build_nets(self.dim, state["grid"], self.config, device=self.device)
-        for k, m in self.nets.named_children(): m.load_state_dict(state[k])
-        self.nets.eval(); self.load_extractor_state(state)
-        self.stats, self.history, self.noise_std = state["stats"], state["history"], state.get("noise_std")
+@patch
+def set_state(self:DFD, state:dict):
+    self.grid, self.nets = tuple(state["grid"]), build_nets(self.dim, state["grid"], self.config, device=self.device)
+    for k, m in self.nets.named_children(): m.load_state_dict(state[k])
+    self.nets.eval(); self.load_extractor_state(state)
+    self.stats = {k: torch.as_tensor(r, dtype=torch.float32).to(self.device) for k, r in state["stats"].items()}   # older files: float pairs
+    self.history, self.noise_std = state["history"], state.get("noise_std")
 
 # %% ../../nbs/12_dfd.ipynb #f059ce94
 @register
