@@ -43,7 +43,7 @@ def main(argv=None):
     for _ in range(a.repeats):
         x = make()
         fit_s.append(timed(lambda: det.fit(x), dev)[0])
-        t, E = timed(lambda: det.embed(support_augmentations(x)).to(dev), dev); embed_s.append(t)
+        t, E = timed(lambda: det._embed(support_augmentations(x)).flatten(2).to(dev), dev); embed_s.append(t)
         gauss_s.append(timed(lambda: gaussian_fit(E, det.config.eps, det.config.chunk), dev)[0])
     res = {"backbone": a.backbone, "device": str(dev),
            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
