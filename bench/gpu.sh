@@ -36,7 +36,7 @@ for m in knn regad dfd simplenet uniad; do
 done
 run throughput_tdg 120 python bench/throughput.py --method tdg --device cuda --batch-size 32 --out "$OUT/throughput_tdg.json"
 # UniAD + adversarial: meta-training seconds per step and per MVTec AD epoch (the paper trains 1000 epochs)
-run throughput_uniad_adv 120 python bench/throughput.py --method uniad --device cuda --set adversarial=True --train-steps 20 --out "$OUT/throughput_uniad_adv.json"
+run throughput_uniad_adv 120 python bench/throughput.py --method uniad_adv --device cuda --train-steps 20 --out "$OUT/throughput_uniad_adv.json"
 # RegAD adaptation at K = 8 with the 22 augmentations (paper: 4.47 s on an RTX 3090; target < 0.5 s)
 run regad_adapt 120 python bench/regad_adapt.py --device cuda --shots 8 --out "$OUT/regad_adapt.json"
 # DFD and SimpleNet fits at the paper's budget, K = 2 (N = 80, 80 epochs; target < 60 s)
@@ -49,8 +49,8 @@ run simplenet_fit 200 python bench/dfd_fit.py --method simplenet --device cuda -
 # TDG at the paper's setting, K = 5, one class (target < 120 s)
 run tdg_fit 300 python bench/tdg_oneclass.py --preset paper --device cuda --classes 0 --shots 5 --rounds 1 --n-test 1000 --fresh --out "$OUT/tdg_fit.json"
 # UniAD at a GPU budget on magnetic_tile (leave-one-out meta-training on dtd10; 20 epochs; 3 rounds of K = 2, 4, 8)
-for v in "" "adversarial=True"; do
-  run "uniad_gpu${v:+_adv}" 240 fsad run --method uniad --dataset magnetic_tile --shots 2 4 8 --rounds 3 --meta dtd10 --device cuda --set epochs=20 $v --out "$OUT/uniad_gpu${v:+_adv}"
+for m in uniad uniad_adv; do
+  run "${m/uniad/uniad_gpu}" 240 fsad run --method $m --dataset magnetic_tile --shots 2 4 8 --rounds 3 --meta dtd10 --device cuda --set epochs=20 --out "$OUT/${m/uniad/uniad_gpu}"
 done
 # ours vs the authors' code, side by side: one training step and one predict per method, same threads, batch and
 # sizes, on the CPU (their code is run through CPU shims); needs their clones in $OFFICIAL (RegAD, UniAD, DFD, ...)

@@ -46,17 +46,13 @@ MVTEC_TRAIN_IMAGES = 3629     # MVTec AD's normal training images: one UniAD epo
 
 
 def uniad_training(det, dev, steps:int) -> dict:
-    "Seconds per meta-training step (batch `config.batch_size`, jitter, adversary if configured), and per MVTec AD epoch."
-    from fsad_nb.methods.uniad import train_epoch, _optimiser
-    from fsad_nb.methods.adversarial import build_adversary
+    "Seconds per meta-training step (batch `config.batch_size`, jitter, the variant's training callbacks), and per MVTec AD epoch."
     c = det.config
     X = torch.randn(4 * c.batch_size, det.grid ** 2, sum(det.extractor.channels))   # tokens: the backbone runs once, before training
-    opt = _optimiser(det.net, c.lr, c); adv = build_adversary(c, c.hidden, opt, 0, dev)
-    g = torch.Generator().manual_seed(0)
-    train_epoch(det.net, X, opt, c, 2, g, dev, adv); _sync(dev)              # warm-up
-    t0 = time.perf_counter(); train_epoch(det.net, X, opt, c, steps, g, dev, adv); _sync(dev)
+    det.learner(X, c.lr, 2, c.batch_size).fit(); _sync(dev)                  # warm-up
+    t0 = time.perf_counter(); det.learner(X, c.lr, steps, c.batch_size).fit(); _sync(dev)
     per_step = (time.perf_counter() - t0) / steps
-    return {"train_s_per_step": round(per_step, 4), "batch_size": c.batch_size, "adversarial": c.adversarial,
+    return {"train_s_per_step": round(per_step, 4), "batch_size": c.batch_size, "adversarial": bool(det.training_callbacks()),
             "train_s_per_mvtec_epoch": round(per_step * MVTEC_TRAIN_IMAGES / c.batch_size, 1)}
 
 

@@ -217,7 +217,8 @@ def measure_preset(method:str, name:str="paper", device="cpu", n_test:int=4, see
         a = clock(lambda: det.fit(img(1))); b = clock(lambda: det.fit(img(2)))
         u["embed_image_s"] = max(b - a, 0.0) / n; u["fit_const_s"] = max(a - n * u["embed_image_s"], 0.0)
     elif method == "uniad":
-        u["embed_image_s"] = clock(lambda: det.tokens(img(n_test))) / n_test; det.fit(img(1))
+        with torch.no_grad(): u["embed_image_s"] = clock(lambda: det.scorer().eval().embed(img(n_test))) / n_test
+        det.fit(img(1))
     elif method == "knn":
         det = make(); u["embed_image_s"] = clock(lambda: det.fit(img(2))) / 2
     elif method in ("dfd", "simplenet"):                                # 2 augmented images, batch 2; 1 and 2 epochs

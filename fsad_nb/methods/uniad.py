@@ -6,24 +6,23 @@ Docs: https://fsad-nb.github.io/fsad_nb/uniad.html.md"""
 
 # %% ../../nbs/14_uniad.ipynb #b85ea617
 from __future__ import annotations
-import copy, dataclasses, math
-import numpy as np
+import copy, dataclasses, itertools, math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fastprogress.fastprogress import master_bar, progress_bar
-from ..core import FsadError, autocast, require, seeded
+from fastcore.basics import patch
+from ..core import Config, FsadError, autocast, require, seeded
 from ..backbones import FeatureExtractor, embed
-from ..detector import Detector, register, score_maps, meta_images, save_checkpoint, load_checkpoint
-from .adversarial import AdversarialOptions, build_adversary, train_step, Adversary
+from ..detector import Detector, Scorer, register, meta_images, batches
+from ..learner import Learner
 
 # %% auto #0
-__all__ = ['UNIAD_STRIDES', 'UniADConfig', 'resize_to', 'as_tokens', 'tokens', 'neighbour_mask', 'Attention', 'PositionEmbedding',
-           'EncoderLayer', 'DecoderLayer', 'UniADNet', 'feature_jitter', 'uniad_loss', 'train_epoch', 'UniAD']
+__all__ = ['UNIAD_STRIDES', 'UniADConfig', 'resize_to', 'as_tokens', 'neighbour_mask', 'Attention', 'PositionEmbedding',
+           'EncoderLayer', 'DecoderLayer', 'UniADNet', 'feature_jitter', 'uniad_loss', 'UniADScorer', 'UniAD']
 
 # %% ../../nbs/14_uniad.ipynb #0ce60d9d
 @dataclasses.dataclass
-class UniADConfig(AdversarialOptions):
+class UniADConfig(Config):
     "UniAD settings; defaults are the authors' (except the offline backbone). Few-shot use as Lee et al."
     backbone: str = "efficientnet_lite0"   # authors: efficientnet_b4 (torchvision weights, one download)
     weights: str | None = "default"        # None: random initialisation (an untrained-backbone ablation; nothing is downloaded)
@@ -52,8 +51,14 @@ class UniADConfig(AdversarialOptions):
     seed: int = 0                          # initial weights, batch order, jitter and dropout
     renamed = {"batch": "batch_size"}      # configs stored before the rename still read (`Config.upgrade`)
 
+    @classmethod
+    def upgrade(cls, d:dict) -> dict:
+        "A stored config under today's fields; the adversarial fields UniAD's config once had are dropped while off."
+        d, names = super().upgrade(d), {f.name for f in dataclasses.fields(cls)}
+        if d.get("adversarial", False): return d                  # on: only the `uniad_adv` variant reads it
+        return {k: v for k, v in d.items() if k in names or k not in ("adversarial", "adv_weight", "adv_width", "adv_depth")}
+
     def check(self):
-        super().check()
         require(self.hidden % self.heads == 0, "hidden", self.hidden, f"must be a multiple of heads={self.heads}")
         require(self.neighbour == 0 or self.neighbour % 2 == 1, "neighbour", self.neighbour, "must be 0 or odd")
         require(0 <= self.jitter_p <= 1, "jitter_p", self.jitter_p, "must be in [0, 1]")
@@ -74,10 +79,6 @@ def resize_to(images:torch.Tensor, size:int) -> torch.Tensor:
 def as_tokens(fs:list, grid:int) -> torch.Tensor:
     "Stage maps [f1..f4] -> tokens [N, grid*grid, sum C]: each map resized to the grid (bilinear), channels concatenated."
     return embed(fs, size=grid).flatten(2).transpose(1, 2).contiguous()
-
-def tokens(extractor:FeatureExtractor, images:torch.Tensor, size:int, batch_size:int=32, progress:bool=False) -> torch.Tensor:
-    "Images [N,3,H,W] -> tokens [N,L,C] (CPU, float32): resized to `size`, every stage at the stride-16 grid."
-    return as_tokens(extractor.extract(resize_to(images, size), batch_size, progress), math.ceil(size / UNIAD_STRIDES[-1]))
 
 # %% ../../nbs/14_uniad.ipynb #8e265a73
 def neighbour_mask(h:int, w:int, k:int=7, device=None) -> torch.Tensor:
@@ -183,31 +184,32 @@ def feature_jitter(f:torch.Tensor, scale:float=20.0, p:float=1.0, generator=None
 
 # %% ../../nbs/14_uniad.ipynb #e069737c
 def uniad_loss(net:UniADNet, f:torch.Tensor, c:UniADConfig, g:torch.Generator):
-    "MSE between the reconstruction of jittered tokens and the clean tokens; returns (loss, (f0, f1)) for `train_step`."
+    "MSE between the reconstruction of jittered tokens and the clean tokens; returns (loss, (f0, f1)), the pair as maps."
     out = net(feature_jitter(f, c.jitter_scale, c.jitter_p, g))
     pair = (net.as_map(out["memory"]).float(), net.as_map(out["decoded"]).float())   # float32 for D, also under autocast
     return F.mse_loss(out["rec"].float(), f), pair
 
-def train_epoch(net:UniADNet, data:torch.Tensor, opt, c:UniADConfig, steps:int, g:torch.Generator, device,
-                adversary:Adversary|None=None, mb=None) -> dict:
-    "`steps` steps on batches of tokens `data` [N,L,C] (shuffled with `g`); mean losses of the epoch."
-    net.train(); hist = []
-    order = torch.cat([torch.randperm(len(data), generator=g) for _ in range(math.ceil(steps * c.batch_size / len(data)))])
-    with seeded(int(torch.randint(2**62, (1,), generator=g)), device):     # dropout's draws come from g too
-        for s in (progress_bar(range(steps), parent=mb) if mb is not None else range(steps)):
-            f = data[order[s * c.batch_size:(s + 1) * c.batch_size]].to(device)
-            with autocast(device): loss, pair = uniad_loss(net, f, c, g)
-            hist.append(train_step(loss, pair, opt, None, adversary, c.clip))
-            if mb is not None: mb.child.comment = f"loss {hist[-1]['loss']:.4f}"
-    net.eval()
-    return {k: float(np.mean([h[k] for h in hist])) if hist[0][k] is not None else None for k in hist[0]}
+# %% ../../nbs/14_uniad.ipynb #1e974528
+class UniADScorer(Scorer):
+    "UniAD's scoring: backbone tokens (embed), L2 reconstruction error per token, upsampled, max after a pool x pool mean."
+    def __init__(self, extractor:FeatureExtractor, net:UniADNet, config:UniADConfig):
+        super().__init__(config.sigma, config.pool)
+        self.extractor, self.net, self.size = extractor, net, config.image_size
+
+    def embed(self, x):
+        "Images [N,3,H,W] in [0,1] -> tokens [N,L,C]: resized to `image_size`, every stage at the stride-16 grid."
+        return as_tokens(self.extractor(resize_to(x, self.size)), self.net.grid).float()
+
+    def patch_scores(self, T):
+        "A(i,j) = ||f^_ij - f_ij||_2 on the token grid: [N, grid, grid]."
+        return (self.net(T)["rec"].float() - T).norm(dim=-1).unflatten(1, (self.net.grid, self.net.grid))
 
 # %% ../../nbs/14_uniad.ipynb #d46d1305
 def _train_key(c:UniADConfig, names) -> dict:
     "What a meta-training checkpoint must agree on to be resumed."
     keep = ("backbone", "weights", "image_size", "hidden", "heads", "enc_layers", "dec_layers", "ff", "dropout", "neighbour",
             "jitter_scale", "jitter_p", "epochs", "iters_per_epoch", "batch_size", "lr", "weight_decay", "clip", "lr_step", "lr_gamma", "seed")
-    return {**{k: getattr(c, k) for k in keep}, "meta": list(names), **c.adversarial_key()}
+    return {**{k: getattr(c, k) for k in keep}, "meta": list(names)}
 
 def _optimiser(net:nn.Module, lr:float, c:UniADConfig):
     return torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=c.weight_decay)
@@ -226,78 +228,91 @@ class UniAD(Detector):
         with seeded(c.seed):                                              # initial weights from the seed alone
             self.extractor = self.build_extractor()                       # (random only with weights=None)
             self.net = UniADNet(sum(self.extractor.channels), self.grid, c).to(self.device).eval()
-        self.meta_state, self.adversary_state, self.history = copy.deepcopy(self.net.state_dict()), None, []
-        self._version, self._out = 0, None                                # weights' version: cached predictions stay valid
+        self.meta_state, self.history = copy.deepcopy(self.net.state_dict()), []
+        self._holding = self._net_signature()                            # the net holds meta_state, untouched
 
     def build_extractor(self, device=None) -> FeatureExtractor:
         return FeatureExtractor(self.config.backbone, weights=self.config.weights, device=device or self.device, strides=UNIAD_STRIDES)
 
-    def tokens(self, images:torch.Tensor, batch_size:int=32, progress:bool=False) -> torch.Tensor:
-        "Backbone tokens [N,L,C] (CPU) of images [N,3,H,W] in [0,1]."
-        return tokens(self.extractor, images, self.config.image_size, batch_size, progress)
+    def scorer(self) -> UniADScorer: return UniADScorer(self.extractor, self.net, self.config)
 
-    def _adversary(self, opt):
-        adv = build_adversary(self.config, self.config.hidden, opt, self.config.seed * 100003 - 1, self.device)
-        if adv is not None and self.adversary_state is not None: adv.D.load_state_dict(self.adversary_state)
-        return adv
-
-    def meta_fit(self, categories, checkpoint=None, progress:bool=True, until:int|None=None, batch_size:int=32):
-        "Train on normal images of other categories (folders or tensors); resumes from `checkpoint`; `until`: stop early."
-        c = self.config
-        if not categories: return self
-        data = meta_images(categories, c.image_size)
-        key = _train_key(c, [n for n, _ in data])
-        X = torch.cat([self.tokens(x, batch_size) for _, x in data])
-        steps = c.iters_per_epoch or max(1, len(X) // c.batch_size)
-        opt = _optimiser(self.net, c.lr, c)
-        sched = torch.optim.lr_scheduler.StepLR(opt, c.lr_step, c.lr_gamma)   # per epoch (authors: x0.1 after 800)
-        adv = self._adversary(opt)
-        start, ck = 0, load_checkpoint(checkpoint, key, net=self.net, opt=opt, sched=sched, adversary=adv)
-        if ck is not None: start, self.history = ck["epoch"], ck["history"]
-        epochs = range(start, min(until or c.epochs, c.epochs))
-        mb = master_bar(epochs) if progress else None
-        for ep in (mb if mb is not None else epochs):
-            self.history.append(train_epoch(self.net, X, opt, c, steps, self.generator(ep + 1, device="cpu"), self.device, adv, mb))
-            sched.step()
-            if mb is not None: mb.main_bar.comment = f"loss {self.history[-1]['loss']:.4f}"
-            if checkpoint is not None: save_checkpoint(checkpoint, key, ep + 1, self.history, net=self.net, opt=opt, sched=sched, adversary=adv)
-        self.meta_state = copy.deepcopy(self.net.state_dict())
-        self.adversary_state = copy.deepcopy(adv.D.state_dict()) if adv is not None else None
-        self._version += 1
-        return self
-
-    def fit(self, support:torch.Tensor, *, progress:bool=False, batch_size:int=32):
-        "Restore the meta-trained weights; fine-tune `finetune_steps` steps on the support tokens (our reading; 0: none)."
-        c = self.config
-        x = self._check_images(support, "support")
-        self.net.load_state_dict(self.meta_state)
-        if c.finetune_steps:
-            S, opt = self.tokens(x, batch_size), _optimiser(self.net, c.finetune_lr, c)
-            ft = c.replace(batch_size=min(c.batch_size, len(S)))
-            train_epoch(self.net, S, opt, ft, c.finetune_steps, self.generator(0, device="cpu"), self.device, self._adversary(opt))
-            self._version += 1                                            # new weights: predictions are recomputed
-        self.net.eval(); self.fitted = True
-        return self
-
-    @torch.inference_mode()
-    def predict(self, images:torch.Tensor, batch_size:int=32, progress:bool=False):
-        "Image scores [N] and anomaly maps [N,H,W] (numpy): L2 reconstruction error per token, upsampled."
-        if not self.fitted: raise FsadError("uniad: call fit(support) before predict(images)")
-        images = self._check_images(images)
-        T = self._cached(images, lambda: self.tokens(images, batch_size, progress))
-        def errors(t):
-            with autocast(self.device): rec = self.net(t)["rec"].float()
-            return (rec - t).norm(dim=-1).view(len(t), self.grid, self.grid)        # A(i,j) = ||f^ - f||_2
-        key = (id(T), self._version, batch_size)                          # same tokens, same weights: same answer
-        if self._out is None or self._out[0] != key:
-            self._out = (key, score_maps(T, errors, images.shape[-2:], self.config.sigma, batch_size, self.device, pool=self.config.pool))
-        return self._out[1][0].copy(), self._out[1][1].copy()
+    def _net_signature(self) -> tuple:
+        "(meta_state, the in-place version of each of the net's tensors): equal while the net holds meta_state untouched."
+        return self.meta_state, [t._version for t in itertools.chain(self.net.parameters(), self.net.buffers())]
 
     def state(self):
-        return dict(net=self.net.state_dict(), meta=self.meta_state, adversary=self.adversary_state, history=self.history,
-                    **self.extractor_state())
+        return dict(net=self.net.state_dict(), meta=self.meta_state, history=self.history, **self.extractor_state())
 
     def set_state(self, s):
         self.load_extractor_state(s); self.net.load_state_dict(s["net"])
-        self.meta_state, self.adversary_state, self.history = s["meta"], s["adversary"], s["history"]
+        self.meta_state, self.history, self._holding = s["meta"], s["history"], None   # the net may be a fine-tuned one
         self._version += 1
+
+# %% ../../nbs/14_uniad.ipynb #a12652cf
+@patch
+@torch.no_grad()
+def _tokens(self:UniAD, images:torch.Tensor, batch_size:int=32) -> torch.Tensor:
+    "Tokens [N,L,C] (on the CPU) of `images`, batch by batch through the scorer's `embed`: the training data."
+    g = self.scorer().eval()
+    with autocast(self.device): return torch.cat([g.embed(x.to(self.device)).cpu() for x in batches(images, batch_size)])
+
+@patch
+def _batches(self:UniAD, X:torch.Tensor, steps:int, batch_size:int, stream):
+    "batches(epoch): `steps` batches of tokens X (on the device), each with the epoch's generator g = generator(stream(epoch))."
+    def batches(epoch:int):
+        g = self.generator(stream(epoch), device="cpu")
+        order = torch.cat([torch.randperm(len(X), generator=g) for _ in range(math.ceil(steps * batch_size / len(X)))])
+        with seeded(int(torch.randint(2**62, (1,), generator=g)), self.device):     # dropout's draws come from g too
+            for s in range(steps): yield X[order[s * batch_size:(s + 1) * batch_size]].to(self.device), g
+    return batches
+
+# %% ../../nbs/14_uniad.ipynb #683a5de6
+@patch
+def _step(self:UniAD, batch) -> dict:
+    "One training step's forward: the MSE of the jittered batch and the pair (memory map, decoded map)."
+    f, g = batch
+    with autocast(self.device): loss, pair = uniad_loss(self.net, f, self.config, g)
+    return dict(loss=loss, pair=pair, n=len(f))
+
+@patch
+def learner(self:UniAD, X:torch.Tensor, lr:float, steps:int, batch_size:int, epochs:int=1, stream=lambda e: e + 1,
+            schedule:bool=False, callbacks=(), **kw) -> Learner:
+    "A `Learner` for the net on tokens X [N,L,C]: `epochs` of `steps` steps, AdamW at `lr` (StepLR per epoch when "
+    "`schedule`), gradients clipped at `config.clip`, epoch e's randomness from generator `stream(e)`; callbacks: the "
+    "variant's, then `callbacks`; `kw`: the learner's `checkpoint`, `key`, `progress`."
+    c, opt = self.config, _optimiser(self.net, lr, self.config)
+    scheds = [torch.optim.lr_scheduler.StepLR(opt, c.lr_step, c.lr_gamma)] if schedule else []
+    return Learner(self.net, self._step, self._batches(X, steps, batch_size, stream), [opt], scheds, epochs, steps,
+                   sched_every="epoch", clip=c.clip, callbacks=[*self.training_callbacks(), *callbacks], **kw)
+
+# %% ../../nbs/14_uniad.ipynb #e8882ef1
+@patch
+def meta_fit(self:UniAD, categories, checkpoint=None, progress:bool=True, batch_size:int=32, callbacks=()):
+    "Train on normal images of other categories (folders or tensors); resumes from `checkpoint`; `callbacks` join the "
+    "variant's (e.g. `StopAfter(n)`: stop after epoch n)."
+    c = self.config
+    if not categories: return self
+    data = meta_images(categories, c.image_size)
+    X = torch.cat([self._tokens(x, batch_size) for _, x in data])
+    steps = c.iters_per_epoch or max(1, len(X) // c.batch_size)
+    learn = self.learner(X, c.lr, steps, c.batch_size, c.epochs, schedule=True, callbacks=callbacks, checkpoint=checkpoint,
+                         key=_train_key(c, [n for n, _ in data]), progress=progress)
+    self.history = learn.fit()
+    self.meta_state = copy.deepcopy(self.net.state_dict())
+    self._holding = self._net_signature()
+    return self
+
+@patch
+def fit(self:UniAD, support:torch.Tensor, *, progress:bool=False, batch_size:int=32):
+    "Start from the meta-trained weights; fine-tune `finetune_steps` steps on the support tokens (our reading; 0: none)."
+    c = self.config
+    x = self._check_images(support, "support")
+    held = self._holding
+    if held is None or held[0] is not self.meta_state or held[1] != self._net_signature()[1]:
+        self.net.load_state_dict(self.meta_state)                     # only then: unchanged weights keep predict's cache
+        self._holding = self._net_signature()
+    if c.finetune_steps:
+        S = self._tokens(x, batch_size)
+        self.learner(S, c.finetune_lr, c.finetune_steps, min(c.batch_size, len(S)), stream=lambda e: 0).fit()
+    self.net.eval(); self.fitted = True
+    return self
