@@ -298,7 +298,7 @@ def build_nets(dim:int, grid, config, seed:int|None=None, device=None) -> DFDNet
     with seeded(seed):
         return DFDNets(dim, grid, config).to(device)
 
-# %% ../../nbs/12_dfd.ipynb #ed536f3c
+# %% ../../nbs/12_dfd.ipynb #d6fc662d
 BRANCHES = ("gau", "per")                                             # S_Gau from phi^G, S_Per from phi^P
 
 class DFDScorer(Scorer):
@@ -314,7 +314,7 @@ class DFDScorer(Scorer):
         "Band tokens of images x: [N, n_bands, h, w, C]."
         return band_tokens(self.extractor, x, self.c).to(self.store_dtype)
 
-# %% ../../nbs/12_dfd.ipynb #bf7b42e6
+# %% ../../nbs/12_dfd.ipynb #38cbfbf6
 def _band(E:torch.Tensor, b:int) -> torch.Tensor:
     "Band b of tokens [N, bands, h, w, C] as float tokens [N, h*w, C]."
     return E[:, b].flatten(1, 2).float().contiguous()
@@ -339,7 +339,7 @@ def ranges(self:DFDScorer, *Es, batch_size:int=32) -> dict:
     dev, r = self.nets.adaptor.weight.device, {}
     for E in Es:
         for e in batches(E, batch_size):
-            with autocast(dev): s = self.branch_scores(e.to(dev))
+            with autocast(dev, self.amp): s = self.branch_scores(e.to(dev))
             for k, v in zip(BRANCHES, s):
                 if v is not None: r.setdefault(k, []).append(torch.stack([v.min(), v.max()]))
     return {k: torch.stack([torch.stack(v)[:, 0].min(), torch.stack(v)[:, 1].max()]) for k, v in r.items()}
@@ -415,7 +415,7 @@ class DFD(Detector):
     def scorer(self) -> DFDScorer:
         "The fitted scoring (`DFDScorer`) over the backbone, the networks and the branch ranges, by reference."
         stats = self.stats if self._test_stats is None else self._test_stats
-        return DFDScorer(self.extractor, self.nets, stats, self.config, self._store_dtype)
+        return DFDScorer(self.extractor, self.nets, stats, self.config, self._store_dtype if self.amp else torch.float32)
 
     def _pseudo(self) -> PseudoAnomaly:
         "The image-level pseudo-anomaly maker of Eq. 3 (the texture bank is loaded once per detector)."
@@ -423,11 +423,12 @@ class DFD(Detector):
         if self._textures is None: self._textures = TextureBank(c.textures, max_images=c.texture_max).to(self.device)
         return PseudoAnomaly(p_normal=c.p_normal, textures=self._textures, foreground=c.foreground, invert=c.invert_foreground)
 
-# %% ../../nbs/12_dfd.ipynb #1df48401
+# %% ../../nbs/12_dfd.ipynb #18cbc237
 @patch
 def training_tokens(self:DFD, support:torch.Tensor, generator=None, chunk:int=32) -> dict:
     "Augment the support (Sec. 3.1) chunk by chunk and keep only tokens: normal/anomalous [M, bands, h, w, C], mask [M, h*w], label [M]."
-    c, n, g = self.config, self.config.n_augment, self.scorer()
+    c, n = self.config, self.config.n_augment
+    g = DFDScorer(self.extractor, None, {}, c, self._store_dtype)
     pseudo = self._pseudo() if self._need_anomalous else None
     out = {k: [] for k in ("normal", "anomalous", "mask", "label")}
     for idx in batches(torch.arange(len(support) * n), chunk):
@@ -439,7 +440,7 @@ def training_tokens(self:DFD, support:torch.Tensor, generator=None, chunk:int=32
         if pseudo is not None: out["mask"].append(grid_mask(parts["mask"], grid)); out["label"].append(parts["label"])
     return {**{k: torch.cat(v) if v else None for k, v in out.items()}, "grid": grid}
 
-# %% ../../nbs/12_dfd.ipynb #42aab349
+# %% ../../nbs/12_dfd.ipynb #b7bf740c
 @patch
 def fit(self:DFD, support:torch.Tensor, *, progress:bool=False):
     "Augment the support once, embed it once, train adaptor + discriminators, calibrate the branch scales."
@@ -456,13 +457,13 @@ def fit(self:DFD, support:torch.Tensor, *, progress:bool=False):
     self.fitted = True
     return self
 
-# %% ../../nbs/12_dfd.ipynb #ae19486f
+# %% ../../nbs/12_dfd.ipynb #cc72e6d9
 @patch
 @torch.inference_mode()
 def predict(self:DFD, images:torch.Tensor, batch_size:int=32, progress:bool=False):
     "`Detector.predict`; with normalise='test' the branch ranges come from `images` themselves (the authors' min-max)."
     if self.config.normalise == "test" and self.fitted:
-        g = self.scorer().eval()
+        g = self.scorer().eval(); g.amp = self.amp
         self._test_stats = g.ranges(self._features(g, self._check_images(images), batch_size, progress), batch_size=batch_size)
     try: return Detector.predict(self, images, batch_size, progress)
     finally: self._test_stats = None
