@@ -11,8 +11,8 @@ from pathlib import Path
 from .core import FsadError
 
 # %% auto #0
-__all__ = ['TABLES_DIR', 'PRESETS_FILE', 'presets', 'preset_names', 'preset', 'check_preset_config', 'apply_preset',
-           'preset_image_size', 'check_presets', 'register_preset', 'presets_table']
+__all__ = ['TABLES_DIR', 'PRESETS_FILE', 'host_method', 'presets', 'preset_names', 'preset', 'check_preset_config',
+           'apply_preset', 'preset_image_size', 'check_presets', 'register_preset', 'presets_table']
 
 # %% ../nbs/09_presets.ipynb #ec002f7d
 TABLES_DIR = Path(str(importlib.resources.files("fsad_nb")/"tables"))   # data files shipped with the package
@@ -24,11 +24,24 @@ def _shipped() -> dict:
     try: return json.loads(PRESETS_FILE.read_text())
     except (OSError, json.JSONDecodeError) as e: raise FsadError(f"{PRESETS_FILE}: unreadable presets file ({e})") from None
 
+def host_method(method:str) -> str|None:
+    "The method whose class `method`'s class derives from (a variant's host: `regad` for `regad_adv`), read from the "
+    "sources without importing them; None for a method of its own."
+    from fsad_nb.registry import method_index, registered_classes
+    index = method_index()
+    c = registered_classes(index[method][0]).get(method) if method in index else None
+    by_class = {cls: n for n, (_, cls) in index.items() if n != method}
+    names = [getattr(b, "id", None) or getattr(b, "attr", None) for b in getattr(c, "bases", [])]
+    return next((by_class[b] for b in names if b in by_class), None)
+
 def presets(method:str|None=None) -> dict:
-    "Every preset: {method: {name: preset}} (shipped, then registered ones); with `method`, that method's {name: preset}."
+    "Every preset: {method: {name: preset}} (shipped, then registered ones); with `method`, that method's {name: preset}, "
+    "or its host's if it has none of its own (a variant such as `regad_adv` runs at RegAD's budgets)."
     out = _shipped()
     for m, named in _REGISTERED.items(): out.setdefault(m, {}).update(copy.deepcopy(named))
-    return out if method is None else out.get(method, {})
+    if method is None: return out
+    while method is not None and method not in out: method = host_method(method)
+    return out.get(method, {})
 
 def preset_names(method:str) -> list[str]:
     "The names of `method`'s presets."

@@ -1,4 +1,4 @@
-"""A discriminator that tells a model's two feature sets apart, and a loss that makes the model fool it: the adversarial alignment of Lee et al. (BMVC 2023), attached to RegAD and UniAD through one feature pair in their training steps.
+"""A discriminator that tells a model's two feature sets apart, and a loss that makes the model fool it: the adversarial alignment of Lee et al. (BMVC 2023), a training callback that RegAD and UniAD carry as the methods `regad_adv` and `uniad_adv`.
 
 Docs: https://fsad-nb.github.io/fsad_nb/adversarial.html.md"""
 
@@ -6,15 +6,20 @@ Docs: https://fsad-nb.github.io/fsad_nb/adversarial.html.md"""
 
 # %% ../../nbs/15_adversarial.ipynb #386f3e87
 from __future__ import annotations
-import dataclasses, inspect
+import copy, dataclasses, inspect
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from ..core import Config, require, seeded
+from ..detector import register
+from ..learner import Callback
+from .regad import RegAD, RegADConfig
+from .uniad import UniAD, UniADConfig
 
 # %% auto #0
-__all__ = ['Discriminator', 'discriminator_loss', 'alignment_loss', 'AdversarialOptions', 'Adversary', 'build_adversary',
-           'train_step']
+__all__ = ['ADV_FIELDS', 'Discriminator', 'discriminator_loss', 'alignment_loss', 'AdversarialOptions', 'optimiser_like',
+           'AdversarialAlignment', 'RegADAdvConfig', 'RegADAdv', 'UniADAdvConfig', 'UniADAdv']
 
 # %% ../../nbs/15_adversarial.ipynb #5bf27cdd
 class Discriminator(nn.Module):
@@ -43,62 +48,132 @@ def alignment_loss(D:nn.Module, f0:torch.Tensor) -> torch.Tensor:
     return _bce(D(f0), 1.)
 
 # %% ../../nbs/15_adversarial.ipynb #40b76ba1
+ADV_FIELDS = ("adv_weight", "adv_width", "adv_depth")
+
 @dataclasses.dataclass
 class AdversarialOptions(Config):
-    "Config fields of the adversarial alignment, inherited by the configs of the methods that support it."
-    adversarial: bool = False      # attach a discriminator to the training step (Lee et al.); False: the host as published
+    "The adversarial alignment's config fields; a variant's config adds them to its host's: `class C(AdversarialOptions, HostConfig)`."
     adv_weight: float = 1.0        # lambda of Eq. 2 (the paper gives none: 1)
     adv_width: int = 128           # D's channels
     adv_depth: int = 3             # D's 3x3 convolutions before the 1x1 head
 
     def check(self):
+        super().check()                                          # the host's checks (next in a variant config's MRO)
         require(self.adv_weight >= 0, "adv_weight", self.adv_weight, "must be >= 0")
         for k in ("adv_width", "adv_depth"): require(getattr(self, k) >= 1, k, getattr(self, k), "must be >= 1")
 
-    def adversarial_key(self) -> dict:
-        "What a training checkpoint must agree on (empty without the adversary, so plain checkpoints stay valid)."
-        return {k: getattr(self, k) for k in ("adv_weight", "adv_width", "adv_depth")} if self.adversarial else {}
-
 # %% ../../nbs/15_adversarial.ipynb #49f59e04
-class Adversary:
-    "D, its optimiser (M's optimiser class and settings) and lambda: what `train_step` needs for Eqs. 2 and 4."
-    def __init__(self, D:nn.Module, opt_M:torch.optim.Optimizer, lam:float=1.0, train_d:bool=True):
-        self.D, self.opt_M, self.lam, self.train_d = D, opt_M, lam, train_d
-        accepted = inspect.signature(type(opt_M).__init__).parameters      # the settings the class takes back
-        self.opt = type(opt_M)(D.parameters(), **{k: v for k, v in opt_M.defaults.items() if k in accepted})
+def optimiser_like(opt:torch.optim.Optimizer, params) -> torch.optim.Optimizer:
+    "A new optimiser of `opt`'s class with `opt`'s settings, over `params`."
+    accepted = inspect.signature(type(opt).__init__).parameters      # the settings the class takes back
+    return type(opt)(params, **{k: v for k, v in opt.defaults.items() if k in accepted})
 
-    def model_loss(self, loss_M:torch.Tensor, f0:torch.Tensor) -> torch.Tensor:
-        "Eq. 2: L_M + lambda CE(D(f0), 1); D's weights take no gradient here, f0 does."
-        self.D.requires_grad_(False)
-        return loss_M + self.lam * alignment_loss(self.D, f0)
+class AdversarialAlignment(Callback):
+    "Lee et al.'s alignment as a `Learner` callback: D (initial weights from `seed` alone, `channels` = the pair's width) "
+    "reads each step's `pair` (f0, f1); lambda, D's width and depth come from `config`."
+    name = "adversary"                                                 # its part name in training checkpoints
+    def __init__(self, config:AdversarialOptions, channels:int, seed:int, device=None):
+        self.config, self.channels, self.seed, self.device = config, channels, seed, device
+        self.D, self.opt, self.opt_M, self.train_d = None, None, None, True   # train_d=False: D frozen (a check's switch)
 
-    def update(self, f0:torch.Tensor, f1:torch.Tensor) -> float:
-        "Eq. 4: one step of D on detached features, at M's current learning rate; returns L_D (Eq. 1)."
-        self.D.requires_grad_(True)
-        loss = discriminator_loss(self.D, f0.detach(), f1.detach())
-        if self.train_d:
-            for g in self.opt.param_groups: g["lr"] = self.opt_M.param_groups[0]["lr"]
-            self.opt.zero_grad(); loss.backward(); self.opt.step()
-        return loss.item()
+    def build(self) -> Discriminator:
+        "D as `seed` makes it (the global random state is left as it was)."
+        with seeded(self.seed): D = Discriminator(self.channels, self.config.adv_width, self.config.adv_depth)
+        return D.to(self.device)
+
+    def key(self) -> dict: return {k: getattr(self.config, k) for k in ADV_FIELDS}
+
+    def before_fit(self, learn):
+        "D on the first fit (it persists); on every fit a new D optimiser like the host's (`learn.opts[0]`)."
+        if self.D is None: self.D = self.build()
+        self.opt_M = learn.opts[0]
+        self.opt = optimiser_like(self.opt_M, self.D.parameters())
 
     def state_dict(self) -> dict: return dict(D=self.D.state_dict(), opt=self.opt.state_dict())
     def load_state_dict(self, s:dict): self.D.load_state_dict(s["D"]); self.opt.load_state_dict(s["opt"])
 
-def build_adversary(config:AdversarialOptions, channels:int, opt_M, seed:int, device=None) -> Adversary|None:
-    "The adversary a config asks for (None when `adversarial` is off); D's initial weights come from `seed` alone."
-    if not config.adversarial: return None
-    with seeded(seed):
-        D = Discriminator(channels, config.adv_width, config.adv_depth)
-    return Adversary(D.to(device), opt_M, config.adv_weight)
-
 # %% ../../nbs/15_adversarial.ipynb #150085a4
-def train_step(loss:torch.Tensor, pair, opt, sched=None, adversary:Adversary|None=None, clip:float|None=None) -> dict:
-    "One step of a host method M: Eq. 2's loss (L_M alone without an adversary), M's update (Eq. 3), then D's (Eq. 4). "
-    "`pair` = (f0, f1), the features the host exposes; `clip`: max gradient norm of M's parameters."
-    total = adversary.model_loss(loss, pair[0]) if adversary is not None else loss
-    opt.zero_grad(); total.backward()
-    if clip: nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
-    opt.step()
-    if sched is not None: sched.step()
-    d_loss = adversary.update(*pair) if adversary is not None else None
-    return dict(loss=loss.item(), adv=total.item() - loss.item(), d_loss=d_loss)
+@patch
+def after_loss(self:AdversarialAlignment, learn):
+    "Eq. 2: L_M + lambda CE(D(f0), 1); D's weights take no gradient here, f0 does. Logs the term as `adv`."
+    self.D.requires_grad_(False)
+    term = self.config.adv_weight * alignment_loss(self.D, learn.out["pair"][0])
+    learn.loss = learn.loss + term; learn.logs["adv"] = term
+
+@patch
+def after_step(self:AdversarialAlignment, learn):
+    "Eq. 4: one step of D on the detached pair, at M's learning rate after M's step and schedule. Logs L_D as `d_loss`."
+    f0, f1 = learn.out["pair"]
+    self.D.requires_grad_(True)
+    loss = discriminator_loss(self.D, f0.detach(), f1.detach())          # Eq. 1
+    if self.train_d:
+        for g in self.opt.param_groups: g["lr"] = self.opt_M.param_groups[0]["lr"]
+        self.opt.zero_grad(); loss.backward(); self.opt.step()
+    learn.logs["d_loss"] = loss
+
+# %% ../../nbs/15_adversarial.ipynb #182514b3
+def _alignment(det, channels:int) -> AdversarialAlignment:
+    "The one callback of a variant detector: D for the host's pair width, seeded from the host's seed."
+    return AdversarialAlignment(det.config, channels, det.config.seed * 100003 - 1, det.device)
+
+@dataclasses.dataclass
+class RegADAdvConfig(AdversarialOptions, RegADConfig):
+    "RegAD's settings and the adversarial alignment's."
+
+@register
+class RegADAdv(RegAD):
+    "RegAD with Lee et al.'s adversarial alignment of the two Siamese branches' predictor outputs during registration training."
+    name = "regad_adv"
+    config_cls = RegADAdvConfig
+
+    def __init__(self, config=None, device=None):
+        super().__init__(config, device)
+        self.adversary = _alignment(self, self.net.predictor[-1].out_channels)
+
+    def training_callbacks(self) -> list: return [self.adversary]
+
+# %% ../../nbs/15_adversarial.ipynb #ffaee842
+@dataclasses.dataclass
+class UniADAdvConfig(AdversarialOptions, UniADConfig):
+    "UniAD's settings and the adversarial alignment's."
+
+@register
+class UniADAdv(UniAD):
+    "UniAD with Lee et al.'s adversarial alignment of the decoder's input (encoder output) and output, in meta-training and fine-tuning."
+    name = "uniad_adv"
+    config_cls = UniADAdvConfig
+
+    def __init__(self, config=None, device=None):
+        super().__init__(config, device)
+        self.adversary, self.adversary_state = _alignment(self, self.config.hidden), None   # D and its meta-trained weights
+
+    def training_callbacks(self) -> list: return [self.adversary]
+
+    def _restore_adversary(self):
+        "D back to its meta-trained weights (none yet: to its seed's, built on the next fit)."
+        a = self.adversary
+        if self.adversary_state is None: a.D = None; return
+        if a.D is None: a.D = a.build()
+        a.D.load_state_dict(self.adversary_state)
+
+# %% ../../nbs/15_adversarial.ipynb #2815163b
+@patch
+def meta_fit(self:UniADAdv, categories, **kw):
+    "UniAD's meta-training with the alignment; keeps the meta-trained D for `fit`."
+    self._restore_adversary()
+    UniAD.meta_fit(self, categories, **kw)
+    if self.adversary.D is not None: self.adversary_state = copy.deepcopy(self.adversary.D.state_dict())
+    return self
+
+@patch
+def fit(self:UniADAdv, support:torch.Tensor, **kw):
+    "UniAD's fit; fine-tuning starts from the meta-trained D."
+    self._restore_adversary()
+    return UniAD.fit(self, support, **kw)
+
+@patch
+def state(self:UniADAdv) -> dict: return {**UniAD.state(self), "adversary": self.adversary_state}
+
+@patch
+def set_state(self:UniADAdv, s:dict):
+    UniAD.set_state(self, s); self.adversary_state = s.get("adversary")
