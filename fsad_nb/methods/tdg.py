@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from ..core import FsadError, Config, autocast, seeded
-from ..detector import Detector, Scorer, register, smooth_maps, batches, exporting
+from ..detector import Detector, Scorer, register, smooth_maps, exporting
 from ..learner import Learner
 from ..frequency import to_grey
 
@@ -388,9 +388,10 @@ class TDGScorer(Scorer):
         c, D, B, t, out, dev = self.c, self.Ds[n], len(xn), self.task, [], xn.device
         chunk = c.eval_chunk or (2048 if dev.type == "cuda" else 128)          # small passes stay in the CPU's caches
         M = len(t.ts); per = M if exporting() else max(1, chunk // B)
-        for idx in batches(torch.arange(M, device=dev), per):
+        for i in range(0, M, per):                                             # python indices: nothing data-dependent to trace
+            idx = range(i, min(i + per, M))
             with autocast(dev, c.amp): L = D(t.batch(xn, idx))
-            out.append(correct_probs(L, t.targets(idx, B), t.offset, t.kind).view(len(idx), B, *L.shape[-2:]))
+            out.append(correct_probs(L, t.targets(torch.arange(i, idx.stop, device=dev), B), t.offset, t.kind).view(len(idx), B, *L.shape[-2:]))
         return torch.cat(out)
 
     def head(self, x:torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
@@ -416,9 +417,9 @@ class TDG(Detector):
     "TDG (Sheynin et al. 2021): per-scale patch GANs on the support; transformation-discriminating discriminators score."
     name = "tdg"
     config_cls = TDGConfig
-    not_exportable = ("its score runs each scale's discriminator over 42-54 transformed copies of the images in Python loops "
-                      "whose chunking and class targets depend on the batch size (TDGScorer.votes), so a graph would only hold "
-                      "for one batch size; score with the model file instead")
+    not_exportable = ("its score runs each scale's discriminator over 42-54 transformed copies of the images whose class "
+                      "targets and vote reshapes are traced at the export batch size, so the ONNX graph (dynamic batch) fails at "
+                      "any other batch size; score with the model file instead")
 
     def __init__(self, config=None, device=None):
         super().__init__(config, device)
