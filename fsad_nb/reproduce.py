@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from . import __version__
 from .core import FsadError, atomic_write_text     # light: torch, the protocol and the methods load on first use
-from .presets import TABLES_DIR, apply_preset, preset_image_size
+from .presets import TABLES_DIR, apply_preset, preset_image_size, host_method
 
 # %% auto #0
 __all__ = ['PAPERS', 'PAPER_RESULTS_FILE', 'DATASET_SIZES_FILE', 'TIMINGS_FILE', 'TABLES', 'METRIC_NAMES', 'paper_results',
@@ -50,12 +50,12 @@ class Entry:
     "One method row of a paper's table: our method with its table-specific options, and its name in the paper's table."
     label: str                 # the method's name in the paper's table (and in paper_results.csv)
     method: str                # our registered method
-    config: dict = dataclasses.field(default_factory=dict)   # options of this row (e.g. adversarial=True), on top of the preset
+    config: dict = dataclasses.field(default_factory=dict)   # options of this row (e.g. finetune_steps=20), on top of the preset
     meta: bool = False         # category-agnostic training on the dataset's other categories (leave-one-out)
-    run_name: str = ""         # folder of its runs under --out (default: method, + "_adv" with the adversarial loss)
+    run_name: str = ""         # folder of its runs under --out (default: the method)
 
     def __post_init__(self):
-        if not self.run_name: self.run_name = self.method + ("_adv" if self.config.get("adversarial") else "")
+        if not self.run_name: self.run_name = self.method
 
 @dataclasses.dataclass
 class Table:
@@ -113,8 +113,8 @@ register_table(Table("regad-mpdd", "RegAD on MPDD, K = 2, 4, 8", "huang2022_rega
     (_BEST_ON_TEST, "the authors never released MPDD support sets: ours are the protocol's fixed draws (seed 0)",
      "Table 6 finds the affine STN best on MPDD; the preset keeps rotation+scale (the code's default); `--set transform=affine` to try it",
      "Table 5 prints 68.8 for the K=4 image average, Tables 2 and 3 print 68.3")))
-_LEE = (Entry("RegAD", "regad", meta=True), Entry("RegAD+adv", "regad", {"adversarial": True}, meta=True),
-        Entry("UniAD", "uniad", meta=True), Entry("UniAD+adv", "uniad", {"adversarial": True}, meta=True))
+_LEE = (Entry("RegAD", "regad", meta=True), Entry("RegAD+adv", "regad_adv", meta=True),
+        Entry("UniAD", "uniad", meta=True), Entry("UniAD+adv", "uniad_adv", meta=True))
 _LEE_NOTES = ("RegAD's code chooses its checkpoint on the test set and UniAD's on the test set's pixel AUROC; Lee et al. "
               "released no code. We choose nothing on the test set",
               "Lee et al. leave open how UniAD uses the K support images at test time; our UniAD does not use them (finetune_steps=0)",
@@ -206,28 +206,29 @@ def measure_preset(method:str, name:str="paper", device="cpu", n_test:int=4, see
     make = lambda **kw: get_detector(method, device=device, **{**opts, **kw})
     clock = lambda f: _clock(f, device)
     u, c = {"embed_image_s": 0.0, "fit_const_s": 0.0, "train_step_s": 0.0}, make().config
-    if method in ("regad", "uniad"):                                    # one step = the difference of 2 and 1 steps
-        size = c.train_size if method == "regad" else c.image_size
+    kind = host_method(method) or method                                # a variant (regad_adv) is timed as its host runs
+    if kind in ("regad", "uniad"):                                      # one step = the difference of 2 and 1 steps
+        size = c.train_size if kind == "regad" else c.image_size
         cats = [img(4, size), img(4, size)]
         t1 = clock(lambda: make(epochs=1, iters_per_epoch=1).meta_fit(cats, progress=False))
         det = make(epochs=1, iters_per_epoch=2)
         u["train_step_s"] = max(clock(lambda: det.meta_fit(cats, progress=False)) - t1, 0.0)
-    if method == "regad":                                               # fits of 1 and 2 images: n and 2n augmented ones
+    if kind == "regad":                                                 # fits of 1 and 2 images: n and 2n augmented ones
         n = 22 if c.augment else 1
         a = clock(lambda: det.fit(img(1))); b = clock(lambda: det.fit(img(2)))
         u["embed_image_s"] = max(b - a, 0.0) / n; u["fit_const_s"] = max(a - n * u["embed_image_s"], 0.0)
-    elif method == "uniad":
+    elif kind == "uniad":
         with torch.no_grad(): u["embed_image_s"] = clock(lambda: det.scorer().eval().embed(img(n_test))) / n_test
         det.fit(img(1))
-    elif method == "knn":
+    elif kind == "knn":
         det = make(); u["embed_image_s"] = clock(lambda: det.fit(img(2))) / 2
-    elif method in ("dfd", "simplenet"):                                # 2 augmented images, batch 2; 1 and 2 epochs
+    elif kind in ("dfd", "simplenet"):                                # 2 augmented images, batch 2; 1 and 2 epochs
         x, small = img(1), dict(n_augment=2, batch_size=2)
         t1 = clock(lambda: make(epochs=1, **small).fit(x))
         det = make(epochs=2, **small); step2 = max(clock(lambda: det.fit(x)) - t1, 0.0)
         u["embed_image_s"] = max(t1 - step2, 0.0) / 2                   # augmentation, tokens and calibration per image
         u["train_step_s"] = step2 * c.batch_size / 2                    # a step's work grows with its batch (linear)
-    elif method == "tdg":                                               # 1 and 3 iterations per scale
+    elif kind == "tdg":                                                 # 1 and 3 iterations per scale
         x = img(2)
         t1 = clock(lambda: make(iterations=1).fit(x))
         det = make(iterations=3); u["train_step_s"] = max(clock(lambda: det.fit(x)) - t1, 0.0) / 2; u["K"] = 2
@@ -263,13 +264,14 @@ def plan(t, preset:str="paper", categories=None, shots=None, rounds:int=10, timi
     rows = []
     for e in t.entries:
         opts = {c: table_options(t, e, preset, c) for c in cats}
-        u = timings.get("methods", {}).get(e.method, {}).get(preset)
+        tm = host_method(e.method) or e.method                          # a variant (regad_adv) is timed as its host
+        u = (timings.get("methods", {}).get(e.method) or timings.get("methods", {}).get(tm, {})).get(preset)
         known = _units_ok(u) and all(c in sizes for c in cats)
         meta_s = rounds_s = None
         if known:
             n_meta = lambda c: sum(sizes[k][0] for k in t.all_categories() if k != c and k in sizes)   # leave-one-out: the others
-            meta_s = sum(meta_seconds(e.method, _config(e.method, opts[c]), n_meta(c), u) for c in cats) if e.meta else 0.0
-            rounds_s = rounds * sum(round_seconds(e.method, _config(e.method, opts[c]), K, sizes[c][1], u) for c in cats for K in shots)
+            meta_s = sum(meta_seconds(tm, _config(e.method, opts[c]), n_meta(c), u) for c in cats) if e.meta else 0.0
+            rounds_s = rounds * sum(round_seconds(tm, _config(e.method, opts[c]), K, sizes[c][1], u) for c in cats for K in shots)
         per_category = bool(t.category_options) and any(t.category_options(e.method, c) for c in cats)
         rows.append(dict(entry=e, options=apply_preset(e.method, preset, dict(e.config)), per_category=per_category,
                          n_rounds=len(cats) * len(shots) * rounds,
