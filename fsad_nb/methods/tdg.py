@@ -458,32 +458,6 @@ class TDG(Detector):
 
     def scorer(self) -> TDGScorer: return TDGScorer(self.Ds, self.task, self.sizes, self.config)
 
-    def generate(self, mode:str="rand", generator=None) -> list[torch.Tensor]:
-        "x_bar^n of every scale for each support image, in [0, 1]: fresh noise ('rand') or the fixed-noise reconstruction ('rec')."
-        if not self.fitted or not self.config.use_generator: raise FsadError("tdg: generate() needs a fitted detector with a generator")
-        outs = []; self.pyr.coarse(len(self.sizes), mode, generator, outs)
-        return [(o.clamp(-1, 1) + 1) / 2 for o in outs]
-
-    def state(self) -> dict:
-        cpu = lambda t: None if t is None else t.cpu()
-        return {"colour": self.colour, "K": self.K, "sizes": self.sizes, "widths": self.widths,
-                "transforms": [tuple(t) for t in self.task.ts], "D": [D.state_dict() for D in self.Ds],
-                "G": [G.state_dict() for G in self.pyr.Gs] if self.config.use_generator else None,
-                "amps": [cpu(a) for a in self.pyr.amps], "z_star": cpu(self.pyr.z_star), "history": self.history, "timings": self.timings}
-
-    def set_state(self, state:dict):
-        self._setup(state["colour"], state["K"])
-        if [tuple(t) for t in self.task.ts] != [tuple(t) for t in state["transforms"]] or self.sizes != list(state["sizes"]):
-            raise FsadError("tdg: the saved transformations or scales do not match this config")
-        for n in range(len(self.sizes)):
-            G, D = self._nets(n)
-            D.load_state_dict(state["D"][n]); self.Ds.append(D.eval().requires_grad_(False))
-            if G is not None: G.load_state_dict(state["G"][n]); G.eval().requires_grad_(False)
-            self.pyr.Gs.append(G)
-        self.pyr.amps = [None if a is None else a.to(self.device) for a in state["amps"]]
-        self.pyr.z_star = None if state["z_star"] is None else state["z_star"].to(self.device)
-        self.history, self.timings = state["history"], state["timings"]
-
 # %% ../../nbs/13_tdg.ipynb #a7d295a3
 @patch
 def fit(self:TDG, support:torch.Tensor, *, progress:bool=False):
@@ -500,3 +474,35 @@ def fit(self:TDG, support:torch.Tensor, *, progress:bool=False):
                     "transforms": len(self.task.ts), "iterations": self.iterations, "sizes": self.sizes}
     self.fitted = True
     return self
+
+@patch
+def generate(self:TDG, mode:str="rand", generator=None) -> list[torch.Tensor]:
+    "x_bar^n of every scale for each support image, in [0, 1]: fresh noise ('rand') or the fixed-noise reconstruction ('rec')."
+    if not self.fitted or not self.config.use_generator: raise FsadError("tdg: generate() needs a fitted detector with a generator")
+    outs = []; self.pyr.coarse(len(self.sizes), mode, generator, outs)
+    return [(o.clamp(-1, 1) + 1) / 2 for o in outs]
+
+# %% ../../nbs/13_tdg.ipynb #ac718519
+@patch
+def state(self:TDG) -> dict:
+    "What `save` writes: the support's setup, every scale's networks, noise amplitudes, z*, the training log."
+    cpu = lambda t: None if t is None else t.cpu()
+    return {"colour": self.colour, "K": self.K, "sizes": self.sizes, "widths": self.widths,
+            "transforms": [tuple(t) for t in self.task.ts], "D": [D.state_dict() for D in self.Ds],
+            "G": [G.state_dict() for G in self.pyr.Gs] if self.config.use_generator else None,
+            "amps": [cpu(a) for a in self.pyr.amps], "z_star": cpu(self.pyr.z_star), "history": self.history, "timings": self.timings}
+
+@patch
+def set_state(self:TDG, state:dict):
+    "Rebuild the pyramid and the discriminators, frozen, from `state` (refused if this config gives other scales or transformations)."
+    self._setup(state["colour"], state["K"])
+    if [tuple(t) for t in self.task.ts] != [tuple(t) for t in state["transforms"]] or self.sizes != list(state["sizes"]):
+        raise FsadError("tdg: the saved transformations or scales do not match this config")
+    for n in range(len(self.sizes)):
+        G, D = self._nets(n)
+        D.load_state_dict(state["D"][n]); self.Ds.append(D.eval().requires_grad_(False))
+        if G is not None: G.load_state_dict(state["G"][n]); G.eval().requires_grad_(False)
+        self.pyr.Gs.append(G)
+    self.pyr.amps = [None if a is None else a.to(self.device) for a in state["amps"]]
+    self.pyr.z_star = None if state["z_star"] is None else state["z_star"].to(self.device)
+    self.history, self.timings = state["history"], state["timings"]
