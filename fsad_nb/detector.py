@@ -19,8 +19,7 @@ from .data import normal_image_paths, load_images
 
 # %% auto #0
 __all__ = ['REGISTRY', 'ANOMALY_CMAP', 'register', 'available_methods', 'method_class', 'get_detector', 'load_tensors',
-           'Detector', 'smooth_maps', 'max_scores', 'batches', 'score_maps', 'exporting', 'Scorer', 'meta_images',
-           'save_checkpoint', 'load_checkpoint']
+           'Detector', 'smooth_maps', 'max_scores', 'batches', 'exporting', 'Scorer', 'meta_images']
 
 # %% ../nbs/07_detector.ipynb #9ce905e8
 REGISTRY: dict = {}
@@ -214,14 +213,6 @@ def batches(x:torch.Tensor, batch_size:int=32):
     "Yield consecutive slices of `x` of at most `batch_size` rows."
     for i in range(0, len(x), batch_size): yield x[i:i + batch_size]
 
-def score_maps(E:torch.Tensor, patch_scores, size, sigma:float, batch_size:int=32, device=None, pool:int=1):
-    "Image scores [N] and anomaly maps [N,H,W] (numpy) from features `E`: per batch `patch_scores(e)` -> [n,h,w] "
-    "patch scores, upsampled to `size` and smoothed; image score = the map's maximum (after a `pool` mean filter). "
-    "The one predict tail of the methods."
-    maps = [smooth_maps(patch_scores(e.to(device) if device is not None else e), size, sigma).cpu() for e in batches(E, batch_size)]
-    maps = torch.cat(maps)
-    return max_scores(maps, pool).numpy(), maps.numpy()
-
 # %% ../nbs/07_detector.ipynb #1a132021
 def exporting() -> bool:
     "True while `torch.export` or TorchScript traces a scorer: chunked loops then run as one chunk (the result is the same)."
@@ -262,21 +253,3 @@ def meta_images(categories, size:int, min_images:int=1) -> list:
         else: out.append((str(Path(c)), load_images(normal_image_paths(c), size)))
         if len(out[-1][1]) < min_images: raise FsadError(f"meta category {out[-1][0]}: needs at least {min_images} normal images")
     return out
-
-def save_checkpoint(path, key:dict, epoch:int, history:list, **parts):
-    "Training state after `epoch` epochs: `key` (the setup), `history` and each part's `state_dict()`, written atomically."
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(dict(key=key, epoch=epoch, history=history, **{k: v.state_dict() for k, v in parts.items() if v is not None}), tmp)
-
-def load_checkpoint(path, key:dict, **parts):
-    "Restore `parts` from the checkpoint at `path` if it exists and was made by the same setup `key`; returns it (or None, "
-    "also for a file that is not a checkpoint: it is reported and training starts again)."
-    if path is None or not Path(path).exists(): return None
-    try: ck = load_tensors(path, ("key", "epoch", "history", *(k for k, v in parts.items() if v is not None)))
-    except FsadError as e:                           # a damaged or crafted file is never run: train from scratch
-        warnings.warn(f"{e}; training starts again from epoch 0", stacklevel=2); return None
-    if ck["key"] != key: raise FsadError(f"{path}: checkpoint of another training setup ({ck['key']}); delete it or use another run directory")
-    for k, v in parts.items():
-        if v is not None: v.load_state_dict(ck[k])
-    return ck

@@ -308,7 +308,8 @@ def test_nan_inf_refused(method):
 # output folders with one owner, Ctrl-C, the data home, Ray's processes
 
 import csv, re, shutil, signal, subprocess, sys, time
-from fsad_nb.detector import Detector, load_checkpoint
+from fsad_nb.detector import Detector
+from fsad_nb.learner import load_checkpoint
 from fsad_nb.deploy import fit_model, predict_images, load_model, overlay_figure
 from fsad_nb import deploy
 
