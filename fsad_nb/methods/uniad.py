@@ -240,6 +240,11 @@ class UniAD(Detector):
         "(meta_state, the in-place version of each of the net's tensors): equal while the net holds meta_state untouched."
         return self.meta_state, [t._version for t in itertools.chain(self.net.parameters(), self.net.buffers())]
 
+    def _holds_meta(self) -> bool:
+        "Whether the net holds `meta_state`, untouched since it was written there (no fine-tune, load or edit since)."
+        h = self._holding
+        return h is not None and h[0] is self.meta_state and h[1] == self._net_signature()[1]
+
     def state(self):
         return dict(net=self.net.state_dict(), meta=self.meta_state, history=self.history, **self.extractor_state())
 
@@ -259,12 +264,12 @@ def _tokens(self:UniAD, images:torch.Tensor, batch_size:int=32) -> torch.Tensor:
 @patch
 def _batches(self:UniAD, X:torch.Tensor, steps:int, batch_size:int, stream):
     "batches(epoch): `steps` batches of tokens X (on the device), each with the epoch's generator g = generator(stream(epoch))."
-    def batches(epoch:int):
+    def epoch_batches(epoch:int):
         g = self.generator(stream(epoch), device="cpu")
         order = torch.cat([torch.randperm(len(X), generator=g) for _ in range(math.ceil(steps * batch_size / len(X)))])
         with seeded(int(torch.randint(2**62, (1,), generator=g)), self.device):     # dropout's draws come from g too
             for s in range(steps): yield X[order[s * batch_size:(s + 1) * batch_size]].to(self.device), g
-    return batches
+    return epoch_batches
 
 # %% ../../nbs/14_uniad.ipynb #683a5de6
 @patch
@@ -307,8 +312,7 @@ def fit(self:UniAD, support:torch.Tensor, *, progress:bool=False, batch_size:int
     "Start from the meta-trained weights; fine-tune `finetune_steps` steps on the support tokens (our reading; 0: none)."
     c = self.config
     x = self._check_images(support, "support")
-    held = self._holding
-    if held is None or held[0] is not self.meta_state or held[1] != self._net_signature()[1]:
+    if not self._holds_meta():
         self.net.load_state_dict(self.meta_state)                     # only then: unchanged weights keep predict's cache
         self._holding = self._net_signature()
     if c.finetune_steps:
