@@ -19,7 +19,7 @@ from .core import FsadError, get_device
 
 # %% auto #0
 __all__ = ['NORMS', 'available_backbones', 'imagenet_classes', 'classify', 'FeatureExtractor', 'aggregate_patches', 'embed',
-           'patch_features']
+           'patch_features', 'unfold_patches', 'pool_channels', 'pooled_patch_features']
 
 # %% ../nbs/04_backbones.ipynb #52469cfe
 _TORCHVISION = {"resnet18": "ResNet18_Weights", "wide_resnet50_2": "Wide_ResNet50_2_Weights",
@@ -249,15 +249,38 @@ def aggregate_patches(f, p:int=3, include_pad:bool=False):
     return F.avg_pool2d(f, p, stride=1, padding=p // 2, count_include_pad=include_pad)
 
 # %% ../nbs/04_backbones.ipynb #b4accf8a
-def embed(features, size=None):
-    "Upsample every map to `size` (default: the first map's grid), bilinear, and concatenate the channels."
+def embed(features, size=None, mode:str="bilinear", align_corners:bool=False):
+    "Resample every map to `size` (default: the first map's grid) and concatenate the channels. `mode='nearest'`: each "
+    "coarse cell repeated over its block (RegAD's code); `align_corners=True`: corner-aligned bilinear (UniAD's neck)."
     size = tuple(features[0].shape[-2:]) if size is None else ((size, size) if isinstance(size, int) else tuple(size))
-    up = [f if tuple(f.shape[-2:]) == size else F.interpolate(f, size=size, mode="bilinear", align_corners=False)
-          for f in features]
+    ac = align_corners if mode in ("bilinear", "bicubic") else None
+    up = [f if tuple(f.shape[-2:]) == size else F.interpolate(f, size=size, mode=mode, align_corners=ac) for f in features]
     return torch.cat(up, dim=1)
 
 # %% ../nbs/04_backbones.ipynb #57e1eb4a
-def patch_features(extractor, images:torch.Tensor, layers=(1, 2), patch_size:int=3) -> torch.Tensor:
-    "Locally aware multi-scale patch features [B,C,h,w] of images [B,3,H,W]: stages `layers`, p x p means, one grid."
+def patch_features(extractor, images:torch.Tensor, layers=(1, 2), patch_size:int=3, dim:int|None=None) -> torch.Tensor:
+    "Locally aware multi-scale patch features [B,C,h,w] of images [B,3,H,W]: stages `layers`, p x p means, one grid; "
+    "with `dim`, SimpleNet's pooling of the p x p vectors to `dim` channels instead (`pooled_patch_features`)."
     fs = extractor(images)
+    if dim is not None: return pooled_patch_features([fs[i] for i in layers], patch_size, dim)
     return embed([aggregate_patches(fs[i].float(), patch_size) for i in layers])
+
+# %% ../nbs/04_backbones.ipynb #5c3aed0a
+def unfold_patches(f:torch.Tensor, p:int=3) -> torch.Tensor:
+    "Every position's zero-padded p x p neighbourhood as one vector: [B,C,h,w] -> [B,C*p*p,h,w] (channel-major)."
+    B, C, h, w = f.shape
+    return F.unfold(f, p, padding=p // 2).view(B, C * p * p, h, w)
+
+def pool_channels(f:torch.Tensor, dim:int) -> torch.Tensor:
+    "Adaptive average pooling of the channel axis of [B,C,h,w] to `dim` windows (window j: floor(jC/dim) .. ceil((j+1)C/dim)-1)."
+    B, C, h, w = f.shape
+    return F.adaptive_avg_pool1d(f.flatten(2).transpose(1, 2).reshape(-1, 1, C), dim).view(B, h * w, dim).transpose(1, 2).reshape(B, dim, h, w)
+
+def pooled_patch_features(fs:list, p:int=3, dim:int=1536) -> torch.Tensor:
+    "SimpleNet's locally aware features [B,dim,h,w] from stage maps `fs` (finest first): each map's p x p vectors pooled "
+    "to `dim`, resampled to the finest grid (bilinear), then the maps' vectors side by side pooled to `dim`."
+    size, out = fs[0].shape[-2:], []
+    for f in fs:
+        u = pool_channels(unfold_patches(f.float(), p), dim)
+        out.append(u if tuple(u.shape[-2:]) == tuple(size) else F.interpolate(u, size=size, mode="bilinear", align_corners=False))
+    return pool_channels(torch.cat(out, 1), dim)

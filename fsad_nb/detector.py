@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.transforms.v2.functional import gaussian_blur
 from .core import FsadError, Config, get_device, atomic_path, autocast, _progress
 from .registry import method_index
 from .backbones import FeatureExtractor
@@ -19,7 +18,7 @@ from .data import normal_image_paths, load_images
 
 # %% auto #0
 __all__ = ['REGISTRY', 'ANOMALY_CMAP', 'register', 'available_methods', 'method_class', 'get_detector', 'load_tensors',
-           'Detector', 'smooth_maps', 'max_scores', 'batches', 'exporting', 'Scorer', 'meta_images']
+           'Detector', 'gaussian_smooth', 'smooth_maps', 'max_scores', 'batches', 'exporting', 'Scorer', 'meta_images']
 
 # %% ../nbs/07_detector.ipynb #9ce905e8
 REGISTRY: dict = {}
@@ -194,14 +193,27 @@ def _same(a, b) -> bool:
 # %% ../nbs/07_detector.ipynb #28874a7d
 ANOMALY_CMAP = "inferno"     # the one colour map of every anomaly map in the library: bright = high score
 
-def smooth_maps(scores:torch.Tensor, size, sigma:float=4.0) -> torch.Tensor:
-    "Upsample patch scores `[N,h,w]` to `size` (H,W) bilinearly, then Gaussian-smooth with `sigma` pixels."
+def _mirror_index(n:int, r:int, device=None) -> torch.Tensor:
+    "Indices of an axis of length n padded by r on each side, mirrored with the edge repeated (scipy 'reflect')."
+    i = torch.arange(-r, n + r, device=device) % (2 * n)
+    return torch.where(i < n, i, 2 * n - 1 - i)
+
+def gaussian_smooth(A:torch.Tensor, sigma:float) -> torch.Tensor:
+    "Gaussian blur of maps [N,H,W] as scipy.ndimage.gaussian_filter (truncate 4, mode 'reflect'): separable, x then y."
+    r = int(4 * sigma + 0.5)
+    x = torch.arange(-r, r + 1, dtype=torch.float64, device=A.device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2); k = (k / k.sum()).float().view(1, 1, -1)
+    N, H, W = A.shape
+    A = F.conv1d(A[:, :, _mirror_index(W, r, A.device)].reshape(N * H, 1, -1), k).view(N, H, W)      # along x
+    A = A[:, _mirror_index(H, r, A.device)].transpose(1, 2)
+    return F.conv1d(A.reshape(N * W, 1, -1), k).view(N, W, H).transpose(1, 2)                       # along y
+
+def smooth_maps(scores:torch.Tensor, size, sigma:float=4.0, align_corners:bool=False) -> torch.Tensor:
+    "Upsample patch scores `[N,h,w]` to `size` (H,W) bilinearly (corner-aligned if asked), then Gaussian-smooth with "
+    "`sigma` pixels."
     size = (size, size) if isinstance(size, int) else tuple(size)
-    A = F.interpolate(scores[:, None].float(), size=size, mode="bilinear", align_corners=False)
-    if sigma > 0:
-        k = 2 * int(4 * sigma + 0.5) + 1        # kernel reaches 4 sigma, as scipy's default truncate=4
-        A = gaussian_blur(gaussian_blur(A, [k, 1], [sigma, sigma]), [1, k], [sigma, sigma])  # separable: x, then y
-    return A[:, 0]
+    A = F.interpolate(scores[:, None].float(), size=size, mode="bilinear", align_corners=align_corners)[:, 0]
+    return gaussian_smooth(A, sigma) if sigma > 0 else A
 
 def max_scores(maps:torch.Tensor, pool:int=1) -> torch.Tensor:
     "Image score = maximum of the anomaly map, after a `pool` x `pool` mean filter (stride 1) when `pool` > 1."
@@ -223,6 +235,8 @@ class Scorer(nn.Module):
     "frozen feature part, which `predict` caches (set `cacheable = False` when there is none); `head`: the rest."
     cacheable = True
     amp = True                            # bfloat16 autocast of patch_scores on CUDA (predict sets it from the detector)
+    align_corners = False                 # how the patch grid is upsampled (UniAD's code: True)
+    image_from = "map"                    # image score: max of the smoothed map ("map") or of the patch scores ("patches")
 
     def __init__(self, sigma:float=4.0, pool:int=1):
         super().__init__(); self.sigma, self.pool = sigma, pool
@@ -236,11 +250,11 @@ class Scorer(nn.Module):
         raise NotImplementedError
 
     def head(self, E:torch.Tensor, size) -> tuple[torch.Tensor, torch.Tensor]:
-        "(image scores [N], maps [N,H,W]): the patch scores upsampled to `size` and smoothed (`sigma`), then the maximum "
-        "after a `pool` x `pool` mean filter."
+        "(image scores [N], maps [N,H,W]): the patch scores upsampled to `size` and smoothed (`sigma`); the image score is "
+        "the map's maximum after a `pool` x `pool` mean filter, or the largest patch score (`image_from='patches'`)."
         with autocast(E.device, self.amp): P = self.patch_scores(E).float()
-        maps = smooth_maps(P, size, self.sigma)
-        return max_scores(maps, self.pool), maps
+        maps = smooth_maps(P, size, self.sigma, self.align_corners)
+        return (P.flatten(1).amax(1) if self.image_from == "patches" else max_scores(maps, self.pool)), maps
 
     def forward(self, x:torch.Tensor): return self.head(self.embed(x), x.shape[-2:])
 
