@@ -527,17 +527,15 @@ def uniad_map(theirs:dict, d:int) -> dict:
     return out
 
 UNIAD_STAGES = [
-    Stage("neck: 4 stage maps -> 14x14 tokens", differs="their MFCN resizes with nn.UpsamplingBilinear2d "
-          "(align_corners=True); ours with F.interpolate(align_corners=False): other sampling positions when downsampling"),
+    Stage("neck: 4 stage maps -> 14x14 tokens"),                      # both corner-aligned (nn.UpsamplingBilinear2d)
     Stage("positional embedding (hidden units permuted)"),
     Stage("encoder output (memory)"), Stage("decoder output (after the final LayerNorm)"),
     Stage("reconstruction (eval, 7x7 neighbour mask)"),
     Stage("full attention (no mask)"),
     Stage("L2 map 14x14"),
-    Stage("map upsampled x16", differs="theirs nn.UpsamplingBilinear2d (align_corners=True); ours F.interpolate "
-          "(align_corners=False), to the image size"),
+    Stage("map upsampled x16"),                                        # UniADScorer.align_corners = True, as theirs
     Stage("image score: max of 16x16 mean-filtered map, same map"),   # ours: max_scores on our L2 map upsampled as theirs
-    Stage("image score end to end (from their tokens)", differs="inherits the upsampling difference"),
+    Stage("image score end to end (from their tokens)"),
     Stage("feature jitter, B=1, same seed"),
     Stage("feature jitter noise / (alpha ||f|| / C), B=4, sorted"),
     Stage("loss MSE (train mode, dropout 0, no jitter)"),
@@ -546,7 +544,8 @@ UNIAD_STAGES = [
     Stage("end to end, EfficientNet-B4: stage-4 map (their B4 vs torchvision's, same weights)", differs="their B4 "
           "(lukemelas) pads stride-2 convolutions TF-'same' (asymmetric) and uses BN eps 1e-3; torchvision's pads "
           "symmetrically with BN eps 1e-5"),
-    Stage("end to end, EfficientNet-B4: anomaly map", differs="backbone, neck resizing and upsampling, see above"),
+    Stage("end to end, EfficientNet-B4: anomaly map", differs="inherits the backbone's difference (neck and "
+          "upsampling agree)"),
     Stage("end to end, EfficientNet-B4: image score", differs="as the map"),
 ]
 
@@ -584,7 +583,7 @@ def uniad_features(x):
 
 def uniad_ours_outputs(case:dict, fast:bool=False) -> dict:
     "Our side of every UniAD stage from `case` (images, their key list, their tokens): bench and test."
-    from fsad_nb.methods.uniad import as_tokens, feature_jitter
+    from fsad_nb.methods.uniad import as_tokens, feature_jitter, UniADScorer
     from fsad_nb.detector import smooth_maps, max_scores
     out, P = {}, _uniad_perm(UNIAD_SMALL["hidden"])
     fs = uniad_features(case["images"])
@@ -604,7 +603,7 @@ def uniad_ours_outputs(case:dict, fast:bool=False) -> dict:
         out["full attention (no mask)"] = nf(t)["rec"].transpose(1, 2).unflatten(2, (14, 14))
         L2 = (o["rec"] - t).norm(dim=-1).view(len(t), 14, 14)
         out["L2 map 14x14"] = L2
-        up = smooth_maps(L2, 224, 0.0)
+        up = smooth_maps(L2, 224, 0.0, UniADScorer.align_corners)          # the scorer's upsampling
         out["map upsampled x16"] = up
         same = F.interpolate(L2[:, None], scale_factor=16, mode="bilinear", align_corners=True)[:, 0]   # their upsampling
         out["image score: max of 16x16 mean-filtered map, same map"] = max_scores(same, 16)
@@ -1372,8 +1371,9 @@ DEFAULTS = {
          "proj_in/proj_out and all biases", "xavier_uniform on every Linear (incl. input/output_proj, attention "
          "out_proj), zero biases; learned queries N(0,1); attention in_proj xavier, zero bias",
          "models/initializer.py, nn.MultiheadAttention", "not measured: changes only the starting point"),
-        ("neck / map resizing", "bilinear, align_corners=False", "nn.UpsamplingBilinear2d (align_corners=True)",
-         "models/necks/mfcn.py, models/reconstructions/uniad.py", "see the stages 'neck' and 'map upsampled x16'"),
+        ("neck / map resizing", "bilinear, align_corners=True (as_tokens, UniADScorer.align_corners)",
+         "nn.UpsamplingBilinear2d (align_corners=True)", "models/necks/mfcn.py, models/reconstructions/uniad.py",
+         "same: the stages 'neck' and 'map upsampled x16' agree"),
     ]),
     "dfd": ("fsad_nb.methods.dfd:DFDConfig", [
         ("backbone", "efficientnet_lite0", "wideresnet50", "main.py --backbone_name", "offline weights; wide_resnet50_2 selectable"),

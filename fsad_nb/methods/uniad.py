@@ -77,8 +77,9 @@ def resize_to(images:torch.Tensor, size:int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
 
 def as_tokens(fs:list, grid:int) -> torch.Tensor:
-    "Stage maps [f1..f4] -> tokens [N, grid*grid, sum C]: each map resized to the grid (bilinear), channels concatenated."
-    return embed(fs, size=grid).flatten(2).transpose(1, 2).contiguous()
+    "Stage maps [f1..f4] -> tokens [N, grid*grid, sum C]: each map resized to the grid (bilinear, corners aligned, as the "
+    "authors' neck), channels concatenated."
+    return embed(fs, size=grid, align_corners=True).flatten(2).transpose(1, 2).contiguous()
 
 # %% ../../nbs/14_uniad.ipynb #8e265a73
 def neighbour_mask(h:int, w:int, k:int=7, device=None) -> torch.Tensor:
@@ -192,6 +193,7 @@ def uniad_loss(net:UniADNet, f:torch.Tensor, c:UniADConfig, g:torch.Generator):
 # %% ../../nbs/14_uniad.ipynb #1e974528
 class UniADScorer(Scorer):
     "UniAD's scoring: backbone tokens (embed), L2 reconstruction error per token, upsampled, max after a pool x pool mean."
+    align_corners = True                  # the error grid is upsampled corner-aligned, as the authors' code
     def __init__(self, extractor:FeatureExtractor, net:UniADNet, config:UniADConfig):
         super().__init__(config.sigma, config.pool)
         self.extractor, self.net, self.size = extractor, net, config.image_size
