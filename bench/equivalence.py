@@ -1222,6 +1222,18 @@ def simplenet_run(root:Path, write:bool=False, speed:bool=False):
 # Their G is called as netG(cat(pad(z + prev), id), pad(prev)) (training.py: m_noise, m_image, pad_image_id).
 # ----------------------------------------------------------------------------------------------------------
 TDG_ROOT = "A-Hierarchical-Transformation-Discriminating-Generative-Model-for-Few-Shot-Anomaly-Detection"
+TDG_FRACTION = 0.1                 # defect_detection_evaluation.py: --fraction_defect (main_train.py default 0.1)
+# The patch-vote score on one scale: both sides read the same 54 transformed copies of the image (our transform_set,
+# in our order; theirs is a random.shuffle of the same tuples saved as transformations.npy: a labelling, class j =
+# j-th tuple) through the same seeded D (their layout: channel 54 = fake; ours: channel 0 = fake, so our tail is
+# theirs rolled by one channel).
+TDG_SCORE_STAGES = [
+    Stage("patch votes, one scale (P of the right transformation, 54 x 54 x 54 patches)"),
+    Stage("patch-vote score per transformation (mean of the lowest 10 % of patches)"),
+    Stage("image score, one scale: -54 x ours (ours: minus the mean over transformations; theirs: the sum)"),
+    Stage("image score, one scale (fraction 0.1)", differs="theirs sums the 54 transformations' lowest-10 % means (high = "
+          "normal); ours is minus their mean (Eq. 12): an anomaly score, ours = -theirs / 54 exactly (row above), so "
+          "every ranking and AUROC is the same")]
 TDG_STAGES = [Stage("generator, one scale (64 px, image index 1)"), Stage("discriminator, one scale (55 logits per patch)"),
               *[Stage(f"{n} {c} transformations without a shift (flips, quarter turns, grey)", tol=1e-4,
                       why_tol="kornia turns by 90 degrees through bilinear sampling with a float rotation matrix")
@@ -1231,7 +1243,8 @@ TDG_STAGES = [Stage("generator, one scale (64 px, image index 1)"), Stage("discr
                     "pixels (int(0.15 s)) with reflect padding: the same shift up to resampling") for n, c in ((54, "RGB"), (42, "grey"))],
               Stage("their apply_augmentation without CUDA (bare except)", differs="theirs: .cuda() raises on a machine "
                     "without CUDA, their bare `except:` returns the image unchanged, so all transformations are the "
-                    "identity and D's task is void; ours transforms (compare the row above)")]
+                    "identity and D's task is void; ours transforms (compare the row above)"),
+              *TDG_SCORE_STAGES]
 # Their augments_transform_color.py needs kornia.augmentation.functional (kornia <= 0.4): installed apart, e.g.
 #   pip install --no-deps --target .venv/kornia04 kornia==0.4.1
 KORNIA_OLD = ROOT/".venv"/"kornia04"
@@ -1296,7 +1309,36 @@ def tdg_theirs(root:Path, case:dict) -> dict:
             try: out["their apply_augmentation without CUDA (bare except)"] = torch.cat(
                     [tr.apply_augmentation(x, t.flip, t.tx, t.ty, t.rot, int(t.grey)) for t in transform_set(True)])
             finally: torch.Tensor.cuda = cuda
+        from fsad_nb.methods.tdg import transform_batch
+        with torch.no_grad(): out.update(tdg_authors_vote_stages(D(transform_batch(x, transform_set(True))), TDG_FRACTION))
     return out
+
+# NOT the authors' code: a re-statement, in our words, of what defect_detection() in their
+# defect_detection_evaluation.py computes inline for one test image at one scale (script code, so it cannot be
+# imported). For comparison only. L: their D's logits [M, M+1, h, w] of the image's M transformed copies, row j
+# under the j-th tuple of their transformation list.
+def tdg_authors_vote(L:torch.Tensor, fraction:float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "(P of the right transformation per patch [M,h,w], per-transformation mean of the lowest int(h w fraction) [M], the image's score)."
+    M = L.shape[0]
+    rows = L.permute(0, 2, 3, 1).reshape(-1, L.shape[1])[:, :M]             # patch rows (transformation, y, x); fake channel M dropped
+    P = rows.softmax(1).reshape(M, -1, M)                                     # softmax over the M transformations only
+    right, low, score = [], [], 0
+    for j in range(M):
+        p = P[j][:, j]                                                        # copy j's patches, P(transformation j)
+        n = int(p.shape[0] * fraction)                                        # rounded down, no lower bound (0 would give NaN)
+        low.append(p.sort(dim=0).values[:n].mean())                           # the n lowest votes, averaged
+        score = score + low[-1]                                               # summed over transformations
+        right.append(p.view(L.shape[-2:]))
+    return torch.stack(right), torch.stack(low), score                        # one image: their max over images and mean over one scale are the identity
+
+def tdg_authors_vote_stages(L, fraction) -> dict:
+    P, low, score = tdg_authors_vote(L, fraction)
+    return {TDG_SCORE_STAGES[0].name: P, TDG_SCORE_STAGES[1].name: low, TDG_SCORE_STAGES[2].name: score.view(1),
+            TDG_SCORE_STAGES[3].name: score.view(1)}
+
+def tdg_rolled(sd:dict) -> dict:
+    "Our D's state from theirs: the tail's output channels rolled by one (their fake class M -> our class 0, their T_j -> our j + 1)."
+    return {k: torch.roll(v, 1, 0) if k.startswith("tail.") else v for k, v in sd.items()}
 
 def tdg_ours_outputs(case:dict, fast:bool=False) -> dict:
     from fsad_nb.methods.tdg import Generator, Discriminator
@@ -1314,7 +1356,21 @@ def tdg_ours_outputs(case:dict, fast:bool=False) -> dict:
             ts = [t for t in transform_set(colour) if bool(t.tx or t.ty) == shifted]
             out[tdg_stage_name(n, colour, shifted)] = torch.cat([apply_transform(x, t) for t in ts])
     out["their apply_augmentation without CUDA (bare except)"] = torch.cat([apply_transform(x, t) for t in transform_set(True)])
+    out.update(tdg_ours_vote_stages(D, x))
     return out
+
+def tdg_ours_vote_stages(D, x) -> dict:
+    "Our TDGScorer on one 64 px scale with score_fraction 0.1, D's tail rolled to our class order; x [1,3,64,64] in [-1, 1]."
+    from fsad_nb.methods.tdg import TDGConfig, TDGScorer, transform_task, patch_score
+    Dr = copy.deepcopy(D)
+    Dr.load_state_dict(tdg_rolled(D.state_dict()))
+    c = TDGConfig(image_size=64, single_scale=64, score_fraction=TDG_FRACTION, colour=True)
+    sc = TDGScorer([Dr], transform_task(c, True), [64], c).eval()
+    V = sc.votes(0, x)                                                         # [M,1,h,w]
+    with torch.no_grad(): s = sc((x + 1) / 2)[0]                               # the whole head: [0,1] in, pyramid of one scale
+    M = V.shape[0]
+    return {TDG_SCORE_STAGES[0].name: V[:, 0], TDG_SCORE_STAGES[1].name: patch_score(V, TDG_FRACTION)[:, 0],
+            TDG_SCORE_STAGES[2].name: -M * s, TDG_SCORE_STAGES[3].name: s}
 
 def tdg_run(root:Path, write:bool=False, speed:bool=False):
     case = tdg_case()
@@ -1415,6 +1471,36 @@ DEFAULTS = {
         ("image size", "the protocol's (224 by default)", "resize 329, centre crop 288", "run.sh --resize/--imagesize", ""),
         ("image score", "max of the smoothed map", "max of the token scores -D", "simplenet.py _predict", "see the stage"),
         ("checkpoint", "the last", "the best on the TEST set", "simplenet.py train", "deliberate"),
+    ]),
+    "tdg": ("fsad_nb.methods.tdg:TDGConfig", [
+        ("image_size", 128, 128, "main_train.py --size_image", ""),
+        ("max_size", 64, 64, "config_few_shot.py --max_size", ""), ("min_size", 25, 25, "config_few_shot.py --min_size", ""),
+        ("scale_factor", 0.75, 0.75, "config_few_shot.py --scale_factor", ""),
+        ("nfc", 32, 32, "config_few_shot.py --nfc / --min_nfc (doubled every 4 scales, at most --size_image)", ""),
+        ("translation", 0.15, 0.15, "augments_transform_color.py translation(): ratio", ""),
+        ("iterations", None, None, "main_train.py --niter_rgb 1000 / --niter_gray 500 (None: that rule)", ""),
+        ("d_steps", 3, 3, "config_few_shot.py --Dsteps", ""), ("g_steps", 3, 3, "config_few_shot.py --Gsteps", ""),
+        ("lr", 5e-4, 5e-4, "config_few_shot.py --lr_g, --lr_d", ""), ("beta1", 0.5, 0.5, "config_few_shot.py --beta1", ""),
+        ("lr_gamma", 0.1, 0.1, "config_few_shot.py --gamma", ""),
+        ("lr_drop_d", 500, 500, "training.py MultiStepLR(optimizerD, milestones=[500])", ""),
+        ("lr_drop_g", 1000, 1000, "training.py MultiStepLR(optimizerG, milestones=[1000])", ""),
+        ("alpha", 100.0, 100, "config_few_shot.py --alpha", ""), ("noise_amp", 0.1, 0.1, "config_few_shot.py --noise_amp", ""),
+        ("reuse_weights", True, True, "training.py: previous scale's netG/netD loaded when nfc is unchanged", ""),
+        ("score_fraction", 0.05, 0.1, "main_train.py --fraction_defect (defect_detection_evaluation.py)",
+         "Sec. 3.3 / Fig. 7: 5 % is best at K = 1 (10 % at K = 5, 10); score_fraction=0.1 gives theirs"),
+        ("sigma", 0.0, 0.0, "no smoothing in their evaluation", ""),
+        ("seed", 0, None, "config_few_shot.py --manualSeed (None: random.randint(1, 10000))", "any seed"),
+    ], [
+        ("score over transformations", "minus the mean (Eq. 12)", "the sum (high = normal)", "defect_detection_evaluation.py",
+         "ours = -theirs / M: same ranking (stage 'image score')"),
+        ("patches kept", "max(1, int(fraction n))", "int(fraction n): NaN when a scale has fewer than 10 patches",
+         "defect_detection_evaluation.py", "only scales under 14 px, not reached by the defaults"),
+        ("per-scale normalisation", "none", "a second AUROC with each scale's scores min-max normalised over the test set",
+         "defect_detection_evaluation.py compute_normalized_dict", "deliberate: no test-set statistics (their first AUROC is unnormalised)"),
+        ("transformation order", "fixed, identity first", "random.shuffle of the same tuples, saved per run",
+         "Dataloaders/*_loader.py transformations.npy", "a labelling of D's classes"),
+        ("one-class score", "score_fraction=None (all patches, Eq. 12)", "mean of all patches",
+         "anomaly_detection_evaluation.py", "the same when asked for; the one-class helpers pass None"),
     ]),
 }
 
