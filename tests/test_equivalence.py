@@ -44,3 +44,20 @@ def test_defaults_table_is_current():
     for method, rows in eq.DEFAULTS.items():
         for r in eq.defaults_rows(method):
             assert r["ours"] == r["listed_ours"], f"{method}.{r['field']}: config says {r['ours']!r}, table {r['listed_ours']!r}"
+
+def test_tdg_vote_restatement():
+    "TDG: our votes and lowest-fraction means equal the bench's re-statement of the authors' inline scoring on random "
+    "logits (their fake class last, ours first; their sum = M x our mean); under 1/fraction patches theirs keeps none (NaN), ours one."
+    from fsad_nb.methods.tdg import correct_probs, patch_score
+    g, M = torch.Generator().manual_seed(0), 42
+    for hw, f in ((14, 0.1), (20, 0.05), (9, 0.3)):
+        L = 3 * torch.randn(M, M + 1, hw, hw, generator=g)
+        P, low, score = eq.tdg_authors_vote(L, f)
+        V = correct_probs(torch.roll(L, 1, 1), torch.arange(M) + 1)              # ours: class 0 fake, T_j is class j + 1
+        torch.testing.assert_close(V, P, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(patch_score(V, f), low, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(M * patch_score(V, f).mean(), score, rtol=1e-5, atol=1e-7)
+    L = torch.randn(M, M + 1, 3, 3, generator=g)                                  # 9 patches at fraction 0.1
+    assert eq.tdg_authors_vote(L, 0.1)[1].isnan().all()
+    V = correct_probs(torch.roll(L, 1, 1), torch.arange(M) + 1)
+    torch.testing.assert_close(patch_score(V, 0.1), V.flatten(1).min(1).values)
