@@ -21,7 +21,6 @@ def parse_overrides(method:str, pairs, backbone=None) -> dict:
     "Turn `--set name=value` pairs (and `--backbone`) into config overrides for `method`, checked against its config."
     from fsad_nb.detector import method_class
     cls = method_class(method).config_cls
-    fields = {f.name for f in dataclasses.fields(cls)}
     out = {}
     for p in pairs or []:
         if "=" not in p: raise FsadError(f"--set expects name=value, got {p!r}")
@@ -32,11 +31,7 @@ def parse_overrides(method:str, pairs, backbone=None) -> dict:
             raise FsadError(f"--set {k}={raw}: not a finite number (as a 64-bit float it is {v})")
         out[k] = v
     if backbone: out["backbone"] = backbone
-    bad = set(out) - fields
-    if bad: raise FsadError(f"{method} has no option(s) {sorted(bad)}; its options: {sorted(fields)}")
-    try: cls().replace(**out).validate()
-    except FsadError as e: raise FsadError(f"--set {e}") from None
-    return out
+    return cls.checked(out, "--set", " ")
 
 # %% ../nbs/21_cli.ipynb #5300ba34
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -162,6 +162,16 @@ class Config:
 
     def replace(self, **kw): return dataclasses.replace(self, **kw)
 
+    @classmethod
+    def checked(cls, options:dict, what:str, sep:str=": ") -> dict:
+        "`options` when each names a field of this config and together they pass `validate`; else one FsadError that "
+        "starts with `what` (e.g. 'preset cpu of regad'; `sep` before the bad value's own message, e.g. ' ' after '--set')."
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if bad := sorted(set(options) - fields): raise FsadError(f"{what}: {cls.__name__} has no field(s) {bad}; its fields: {sorted(fields)}")
+        try: cls().replace(**options).validate()
+        except FsadError as e: raise FsadError(f"{what}{sep}{e}") from None
+        return options
+
     def validate(self):
         "Check (and normalise) every field against its type, then `check` ranges and allowed values; returns self."
         hints = typing.get_type_hints(type(self))

@@ -62,13 +62,7 @@ def _config_cls(method:str):
 
 def check_preset_config(method:str, config:dict, what:str="preset") -> dict:
     "`config` if every field exists in `method`'s config and the values pass its validation; else one FsadError."
-    cls = _config_cls(method)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    bad = sorted(set(config) - fields)
-    if bad: raise FsadError(f"{what} of {method}: no config field(s) {bad}; {method}'s fields: {sorted(fields)}")
-    try: cls().replace(**config).validate()
-    except FsadError as e: raise FsadError(f"{what} of {method}: {e}") from None
-    return config
+    return _config_cls(method).checked(config, f"{what} of {method}")
 
 def apply_preset(method:str, name:str|None, overrides:dict|None=None) -> dict:
     "Config overrides for `method`: preset `name`'s fields (None: no preset), then `overrides` (e.g. `--set`) on top; checked."
