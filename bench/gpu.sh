@@ -30,11 +30,11 @@ run() {  # name, limit in seconds, command...
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
   echo "$name: exit $rc in $(( $(date +%s) - t0 )) s"
 }
-# inference at batch 32 against the bare backbone (target: >= 50 % of the backbone)
+# inference at batch 32 and 128, bfloat16 autocast and float32, against the bare backbone (target: >= 50 % of it)
 for m in knn regad dfd simplenet uniad; do
-  run "throughput_$m" 120 python bench/throughput.py --method $m --device cuda --batch-size 32 --image-size 224 --out "$OUT/throughput_$m.json"
+  run "throughput_$m" 120 python bench/throughput.py --method $m --device cuda --batch-size 32 128 --precision bf16 fp32 --image-size 224 --out "$OUT/throughput_$m.json"
 done
-run throughput_tdg 120 python bench/throughput.py --method tdg --device cuda --batch-size 32 --out "$OUT/throughput_tdg.json"
+run throughput_tdg 120 python bench/throughput.py --method tdg --device cuda --batch-size 32 --precision bf16 fp32 --out "$OUT/throughput_tdg.json"
 # UniAD + adversarial: meta-training seconds per step and per MVTec AD epoch (the paper trains 1000 epochs)
 run throughput_uniad_adv 120 python bench/throughput.py --method uniad_adv --device cuda --train-steps 20 --out "$OUT/throughput_uniad_adv.json"
 # RegAD adaptation at K = 8 with the 22 augmentations (paper: 4.47 s on an RTX 3090; target < 0.5 s)

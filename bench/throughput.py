@@ -6,6 +6,7 @@
     python bench/throughput.py --method dfd --device cuda --batch-size 32 --image-size 224 --shots 2
     python bench/throughput.py --method dfd --device cpu --shots 2 --set n_augment=2 epochs=1   # a quick fit on a CPU
     python bench/throughput.py --method uniad --device cpu --batch-size 32 --image-size 224      # + meta-training s/epoch
+    python bench/throughput.py --method knn --device cuda --batch-size 32 128 --precision bf16 fp32   # four runs, one JSON
 
 Prints one JSON object and writes it to bench/results/throughput_<method>_<device>.json. The detector is fitted on
 K=--shots random images first; every timed call gets a fresh tensor, so no cache can help the detector.
@@ -61,34 +62,40 @@ def main(argv=None):
     p.add_argument("--method", default="knn")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, nargs="+", default=[32], help="one or more batch sizes")
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--shots", type=int, default=8)
     p.add_argument("--n-batches", type=int, default=5)
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                    help="config overrides of the method, as in `fsad run` (e.g. a short fit: n_augment=2 epochs=1)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), nargs="+", default=["bf16"],
+                   help="bf16: the detectors' and the backbone's bfloat16 autocast on CUDA (the default); fp32: float32 throughout")
     p.add_argument("--train-steps", type=int, default=5, help="UniAD: timed meta-training steps")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     over = parse_overrides(a.method, a.set, a.backbone)
     set_seed(0)
     dev = get_device(a.device)
-    B, S = a.batch_size, a.image_size
-    make_batch = lambda: torch.rand(B, 3, S, S)  # on the CPU, as a user's data loader hands it over
-
+    S = a.image_size
     fe = FeatureExtractor(a.backbone, device=dev)
-    def backbone(x):
-        with torch.inference_mode(), autocast(dev): return fe(x.to(dev, non_blocking=True))
-    bb = images_per_second(backbone, make_batch, a.n_batches, dev)
-
     det = get_detector(a.method, device=dev, **over).fit(torch.rand(a.shots, 3, S, S))
-    dt = images_per_second(lambda x: det.predict(x, batch_size=B), make_batch, a.n_batches, dev)
-
+    runs = []
+    for B in a.batch_size:                      # one process, one fitted detector: every batch size and precision
+        for prec in (a.precision if dev.type == "cuda" else ["fp32"]):
+            amp = prec == "bf16"
+            make_batch = lambda: torch.rand(B, 3, S, S)  # on the CPU, as a user's data loader hands it over
+            def backbone(x):
+                with torch.inference_mode(), autocast(dev, amp): return fe(x.to(dev, non_blocking=True))
+            bb = images_per_second(backbone, make_batch, a.n_batches, dev)
+            det.amp = amp
+            dt = images_per_second(lambda x: det.predict(x, batch_size=B), make_batch, a.n_batches, dev)
+            runs.append({"batch_size": B, "precision": prec, "backbone_img_per_s": round(bb, 2),
+                         "detector_img_per_s": round(dt, 2), "ratio": round(dt / bb, 3)})
+            print(json.dumps(runs[-1]))
     res = {"method": a.method, "backbone": a.backbone, "device": str(dev),
            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
-           "threads": torch.get_num_threads(), "batch_size": B, "image_size": S, "shots": a.shots, "overrides": over,
-           "backbone_img_per_s": round(bb, 2), "detector_img_per_s": round(dt, 2), "ratio": round(dt / bb, 3),
-           "torch": torch.__version__}
+           "threads": torch.get_num_threads(), "image_size": S, "shots": a.shots, "overrides": over,
+           **runs[0], "runs": runs, "torch": torch.__version__, "cuda": torch.version.cuda if dev.type == "cuda" else None}
     if a.method == "uniad": res.update(uniad_training(det, dev, a.train_steps))
     print(json.dumps(res, indent=2))
     out = Path(a.out or Path(__file__).parent/"results"/f"throughput_{a.method}_{dev.type}.json")
