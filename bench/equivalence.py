@@ -849,21 +849,17 @@ def _np_img(x): return x[0].permute(1, 2, 0).numpy().astype(np.float32)    # [1,
 DFD_STAGES = [
     Stage("frequency split: low band (pyrUp(pyrDown))", tol=1e-5),
     Stage("frequency split: high band (image - low)", tol=1e-5),
-    Stage("aggregation to 1536 (layer2 + layer3, 3x3)", differs="theirs (SimpleNet's): 3x3 unfold per layer, "
-          "adaptive_avg_pool1d of the C*9 vector to 1536, both layers stacked and pooled again to 1536; ours: 3x3 "
-          "mean per channel, layer3 upsampled, channels concatenated (512 + 1024 = 1536)"),
+    Stage("aggregation to 1536 (layer2 + layer3, 3x3)"),           # ours with dim=1536 (the paper preset)
     Stage("projection / adaptor"), Stage("Gaussian discriminator (eval)"),
     Stage("Perlin discriminator with its ViT block (eval)"),
     Stage("Gaussian hinge loss, same noise (train mode)"),
     Stage("Perlin loss (pixel hinge + image MSE), same scores", differs="theirs upsamples the token scores to "
           "pixels before the hinge; ours stays on the token grid with max-pooled masks"),
     Stage("similarity loss (masked tokens)"),
-    Stage("smoothing of the same upsampled map", differs="scipy gaussian_filter mode 'reflect' (edge repeated) vs "
-          "torchvision gaussian_blur 'reflect' (edge not repeated): differs near the border only"),
+    Stage("smoothing of the same upsampled map"),
     Stage("smoothing of the same upsampled map, >= 16 px from the border"),
-    Stage("Gaussian-branch map before min-max (same tokens)", differs="inherits the smoothing border"),
-    Stage("Perlin-branch map before min-max (same tokens)", differs="inherits the smoothing border"),
-    Stage("end to end: Gaussian-branch map from the image", differs="aggregation and smoothing border, see above"),
+    Stage("Gaussian-branch map before min-max (same tokens)"), Stage("Perlin-branch map before min-max (same tokens)"),
+    Stage("end to end: Gaussian-branch map from the image"),       # ours with dim=1536 (the paper preset)
 ]
 
 def _dfd_modules():
@@ -933,8 +929,11 @@ def dfd_theirs(root:Path, case:dict) -> dict:
             qa = m.pre_projection(case["tokens_aug"])
             am = F.max_pool2d(M, (8, 8)).reshape(-1, 1)
             out["similarity loss (masked tokens)"] = m.sim_loss(q, qa, am)
-        # maps before their test-set min-max: one image, both bands, both branches (predict's per-image part)
-        for p in DFD_PARTS: getattr(m, p).eval()
+        # maps before their test-set min-max: one image, both bands, both branches (predict's per-image part), with
+        # the seeded weights again (the train-mode loss calls above moved their BatchNorm running statistics)
+        sd = dfd_state(case["keys"])
+        for p in DFD_PARTS:
+            getattr(m, p).load_state_dict({k[len(p) + 1:]: v for k, v in sd.items() if k.startswith(p + ".")}); getattr(m, p).eval()
         with torch.no_grad():
             t1 = tok[:1024]; t2 = case["tokens_aug"][:1024]
             ql, qr = m.pre_projection(t1), m.pre_projection(t2)
@@ -965,7 +964,7 @@ def dfd_ours_outputs(case:dict, fast:bool=False) -> dict:
     out["frequency split: low band (pyrUp(pyrDown))"], out["frequency split: high band (image - low)"] = low, high
     if not fast:                                                      # the backbone: slow on a CPU
         fe = dfd_extractor(case["wrn_keys"])
-        with torch.no_grad(): out["aggregation to 1536 (layer2 + layer3, 3x3)"] = patch_features(fe, x, (1, 2), 3).permute(0, 2, 3, 1)
+        with torch.no_grad(): out["aggregation to 1536 (layer2 + layer3, 3x3)"] = patch_features(fe, x, (1, 2), 3, dim=1536).permute(0, 2, 3, 1)
     nets = dfd_ours_nets(case["keys"])
     tok = case["tokens"]
     with torch.no_grad():
@@ -986,7 +985,7 @@ def dfd_ours_outputs(case:dict, fast:bool=False) -> dict:
             out["Perlin loss (pixel hinge + image MSE), same scores"] = D.perlin_loss(s, m, torch.tensor([1., 0.]), 0.5)
         qa = nets.adaptor(case["tokens_aug"])
         out["similarity loss (masked tokens)"] = D.similarity_loss(qa.view(2, 1024, -1), q.view(2, 1024, -1), m, "push")
-    nets.eval()
+    nets = dfd_ours_nets(case["keys"])                    # the seeded weights again (train mode moved BatchNorm's statistics)
     with torch.no_grad():
         E = torch.stack([tok[:1024], case["tokens_aug"][:1024]]).view(1, 2, 32, 32, -1)   # [N=1, bands=2, h, w, C]
         if fast: nets.D_P = None
@@ -996,7 +995,7 @@ def dfd_ours_outputs(case:dict, fast:bool=False) -> dict:
         out["smoothing of the same upsampled map"] = smooth_maps(case["smooth_in"][None], 256, 4.0)[0]
         out["smoothing of the same upsampled map, >= 16 px from the border"] = out["smoothing of the same upsampled map"][16:-16, 16:-16]
         if fast: return out                                          # end to end: the backbone on both bands
-        cfg = D.DFDConfig(backbone="wide_resnet50_2", weights=None)
+        cfg = D.DFDConfig(backbone="wide_resnet50_2", weights=None, dim=1536)     # the paper preset's tokens
         E = D.band_tokens(fe, x, cfg); grid = E.shape[2:4]                        # [1, 2, h, w, C]: low, high
         g, _ = D.DFDScorer(fe, nets, {}, cfg).branch_scores(E)
         out["end to end: Gaussian-branch map from the image"] = smooth_maps(g.view(1, *grid), 256, 4.0)[0]
@@ -1144,10 +1143,9 @@ SN_GRID, SN_SIZE = 36, 288
 SIMPLENET_STAGES = [
     Stage("discriminator (2 layers, hidden 1024), eval"), Stage("projection (pre_proj 1)"),
     Stage("patch scores -D"),
-    Stage("segmentation: upsample + Gaussian sigma 4 (RescaleSegmentor)", differs="scipy 'reflect' vs torchvision "
-          "'reflect' at the border (as DFD)"),
+    Stage("segmentation: upsample + Gaussian sigma 4 (RescaleSegmentor)"),
     Stage("segmentation, >= 16 px from the border"),
-    Stage("image score", differs="theirs: max of the token scores -D; ours: max of the upsampled, smoothed map"),
+    Stage("image score"),                                           # SimpleNetConfig.image_score = "patches"
 ]
 
 def simplenet_keys(mods):
@@ -1199,7 +1197,9 @@ def simplenet_ours_outputs(case:dict, fast:bool=False) -> dict:
         m = smooth_maps(g.view(1, SN_GRID, SN_GRID), SN_SIZE, 4.0)
         out["segmentation: upsample + Gaussian sigma 4 (RescaleSegmentor)"] = m[0]
         out["segmentation, >= 16 px from the border"] = m[0, 16:-16, 16:-16]
-        out["image score"] = max_scores(m)[0]
+        unit = {"gau": torch.tensor([0., 1.])}                        # min-max range (0, 1): the raw scores -D
+        scores, _ = DFDScorer(None, nets, unit, SimpleNetConfig(weights=None)).head(t.view(1, 1, SN_GRID, SN_GRID, -1), SN_SIZE)
+        out["image score"] = scores[0]
     return out
 
 SIMPLENET_META = ("keys",)
@@ -1435,6 +1435,7 @@ DEFAULTS = {
         ("backbone", "efficientnet_lite0", "wideresnet50", "main.py --backbone_name", "offline weights; wide_resnet50_2 selectable"),
         ("layers", (1, 2), (1, 2), "main.py -le layer2 layer3", ""),
         ("patch_size", 3, 3, "main.py --patchsize", ""), ("n_augment", 80, 80, "main.py --num", ""),
+        ("dim", None, 1536, "main.py --pretrain/target_embed_dimension", "1536 in the paper preset; None on lite0 (152 channels)"),
         ("rotation", 90.0, 90.0, "data_loader.py: rotate +-90", ""),
         ("p_normal", 0.3, 0.2, "data_loader.py MVTecTrainDataset (VisA: 0.3)", "the paper's 70 % pseudo-anomalies"),
         ("hidden", 1024, 1024, "main.py --dsc_hidden", ""), ("vit_heads", 16, 16, "Discriminator_perlin num_heads", ""),
@@ -1460,6 +1461,8 @@ DEFAULTS = {
     "simplenet": ("fsad_nb.methods.dfd:SimpleNetConfig", [
         ("backbone", "efficientnet_lite0", "wideresnet50", "run.sh -b", "offline weights; wide_resnet50_2 selectable"),
         ("layers", (1, 2), (1, 2), "run.sh -le layer2 -le layer3", ""), ("patch_size", 3, 3, "run.sh --patchsize", ""),
+        ("dim", None, 1536, "run.sh --pretrain/target_embed_dimension", "1536 in the paper preset; None on lite0 (152 channels)"),
+        ("image_score", "patches", "patches", "simplenet.py _predict: max of the token scores -D", ""),
         ("hidden", 1024, 1024, "run.sh --dsc_hidden (--dsc_layers 2)", ""), ("margin", 0.5, 0.5, "run.sh --dsc_margin", ""),
         ("noise_std", None, 0.015, "run.sh --noise_std", "None = 0.015 for wide_resnet50_2, scaled otherwise"),
         ("epochs", 160, 160, "run.sh --meta_epochs 40 x --gan_epochs 4", ""), ("batch_size", 8, 8, "run.sh --batch_size", ""),
@@ -1469,7 +1472,6 @@ DEFAULTS = {
         ("n_augment", 1, 1, "no augmentation (run.sh)", ""), ("sigma", 4.0, 4, "RescaleSegmentor smoothing", ""),
     ], [
         ("image size", "the protocol's (224 by default)", "resize 329, centre crop 288", "run.sh --resize/--imagesize", ""),
-        ("image score", "max of the smoothed map", "max of the token scores -D", "simplenet.py _predict", "see the stage"),
         ("checkpoint", "the last", "the best on the TEST set", "simplenet.py train", "deliberate"),
     ]),
     "tdg": ("fsad_nb.methods.tdg:TDGConfig", [

@@ -36,6 +36,7 @@ class DFDConfig(Config):
     weights: str | None = "default"       # None: random initialisation (an untrained-backbone ablation; nothing is downloaded)
     layers: tuple = (1, 2)                # stride-8 and stride-16 maps (backbone stages 2 + 3)
     patch_size: int = 3                   # 3x3 neighbourhood aggregation of each position
+    dim: int | None = None                # token size: None = each stage's 3x3 means concatenated; an int = SimpleNet's pooling to it (paper: 1536)
     # training data (Sec. 3.1)
     n_augment: int = 80                   # N augmented images per support image
     rotation: float = 90.0                # rotation angle drawn from U(-rotation, rotation) degrees
@@ -73,6 +74,7 @@ class DFDConfig(Config):
     # inference (Eq. 15-17)
     normalise: str = "train"              # "train": min-max from the training data; "test": over the predicted images
     sigma: float = 4.0                    # Gaussian smoothing of the upsampled map, in pixels
+    image_score: str = "map"              # image score: max of the smoothed map ("map", DFD) or of the token scores ("patches", SimpleNet)
 
     def check(self): check_dfd_config(self)   # ranges and allowed values (`check_dfd_config`, below): `validate` refuses bad options
 
@@ -85,6 +87,7 @@ class SimpleNetConfig(DFDConfig):
     n_augment: int = 1                    # no augmentation: the K support images (the paper's baseline has no DA)
     rotation: float = 0.0
     epochs: int = 160                     # SimpleNet's code: 40 meta-epochs x 4 epochs
+    image_score: str = "patches"          # SimpleNet's code: the largest token score -D
 
 # %% ../../nbs/12_dfd.ipynb #2922d6c2
 def _augment(x, degrees:float, pseudo, generator=None, padding:str="zeros") -> dict:
@@ -117,7 +120,7 @@ def band_images(x:torch.Tensor, use_frequency:bool=True, bands:str="both") -> li
 def band_tokens(extractor, images:torch.Tensor, config) -> torch.Tensor:
     "Tokens of every band of `images` [N,3,H,W], one backbone call (`patch_features`): [N, n_bands, h, w, C]."
     bs = band_images(images, config.use_frequency, config.bands)
-    E = patch_features(extractor, torch.cat(bs), config.layers, config.patch_size)      # [n_bands*N, C, h, w]
+    E = patch_features(extractor, torch.cat(bs), config.layers, config.patch_size, config.dim)   # [n_bands*N, C, h, w]
     return E.unflatten(0, (len(bs), -1)).permute(1, 0, 3, 4, 2)
 
 def make_adaptor(dim:int) -> nn.Linear:
@@ -273,7 +276,8 @@ def fuse(s_gau, s_per, stats:dict) -> torch.Tensor:
 
 # %% ../../nbs/12_dfd.ipynb #4bfb3653
 _CHOICES = {"bands": BANDS, "normalise": ("train", "test"), "sim_mode": ("push", "pull"),
-            "rotation_padding": ("zeros", "border", "reflection"), "foreground": ("texture", "object")}
+            "rotation_padding": ("zeros", "border", "reflection"), "foreground": ("texture", "object"),
+            "image_score": ("map", "patches")}
 
 def check_dfd_config(c) -> None:
     "Raise an FsadError naming the first invalid option of a DFD/SimpleNet config."
@@ -283,6 +287,7 @@ def check_dfd_config(c) -> None:
     if c.n_augment < 1 or c.epochs < 0 or c.batch_size < 1:
         raise FsadError(f"need n_augment >= 1, epochs >= 0, batch_size >= 1; got {c.n_augment}, {c.epochs}, {c.batch_size}")
     if not 0 <= c.p_normal <= 1: raise FsadError(f"p_normal={c.p_normal} must lie in [0, 1]")
+    if c.dim is not None and c.dim < 1: raise FsadError(f"dim={c.dim}: the token size must be positive (or None)")
 
 # %% ../../nbs/12_dfd.ipynb #04ee70e5
 class DFDNets(nn.Module):
@@ -307,6 +312,7 @@ class DFDScorer(Scorer):
     def __init__(self, extractor:nn.Module|None, nets:DFDNets|None, stats:dict, config, store_dtype=torch.float32):
         super().__init__(config.sigma)
         self.extractor, self.nets, self.c, self.store_dtype = extractor, nets, config, store_dtype
+        self.image_from = config.image_score                                 # "map" (DFD) or "patches" (SimpleNet)
         self.branches = tuple(stats)
         for k, r in stats.items(): self.register_buffer(f"range_{k}", r)     # (min, max) of branch k, by reference
 
@@ -400,7 +406,7 @@ class DFD(Detector):
     def __init__(self, config=None, device=None):
         super().__init__(config, device)
         self.extractor = self.build_extractor()
-        self.dim = sum(self.extractor.channels[i] for i in self.config.layers)
+        self.dim = self.config.dim or sum(self.extractor.channels[i] for i in self.config.layers)   # token size C
         self._textures, self.history, self.timings, self.noise_std = None, [], {}, None
         self.nets, self.stats, self._test_stats = None, {}, None
 
