@@ -1215,7 +1215,8 @@ def simplenet_run(root:Path, write:bool=False, speed:bool=False):
 # ----------------------------------------------------------------------------------------------------------
 # TDG (Sheynin et al., ICCV 2021): DIR/A-Hierarchical-Transformation-Discriminating-Generative-Model-for-...
 # Only FewShot_models/models.py is imported: their transformation code needs kornia.augmentation.functional,
-# which kornia removed (0.7), and their scoring is inline in defect_detection_evaluation.py, not a function.
+# which kornia removed (0.7), and their scoring is inline in defect_detection_evaluation.py, not a function
+# (re-stated in our words below, `tdg_authors_vote`, and compared with TDGScorer on the same logits).
 # Key map (one scale, nfc = min_nfc = 32, 5 layers, 3x3, no padding):
 #   G: head.conv/norm -> body.0.0/body.0.1; body.block{i}.conv/norm -> body.{i}.0/.1; tail.0 -> tail.0
 #   D (WDiscriminatorMulti, 54 transforms + fake): same for head/body; tail -> tail
