@@ -10,7 +10,6 @@ import copy, dataclasses, math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 from fastcore.basics import patch
 from ..core import FsadError, Config, autocast, require, seeded, _progress
 from ..detector import Detector, Scorer, register, batches, meta_images, smooth_maps, max_scores
@@ -18,8 +17,8 @@ from ..learner import Learner
 from ..backbones import FeatureExtractor, embed
 
 # %% auto #0
-__all__ = ['STN_VARIANTS', 'AUG_ANGLES', 'AUG_SHIFTS', 'RegADConfig', 'identity_params', 'theta_from_params', 'warp', 'to3x3',
-           'inverse_theta', 'STN', 'neg_cosine', 'registration_loss', 'RegADNet', 'registered_embedding',
+__all__ = ['STN_VARIANTS', 'AUG_ANGLES', 'AUG_SHIFTS', 'GREY', 'RegADConfig', 'identity_params', 'theta_from_params', 'warp',
+           'to3x3', 'inverse_theta', 'STN', 'neg_cosine', 'registration_loss', 'RegADNet', 'registered_embedding',
            'support_augmentations', 'gaussian_fit', 'mahalanobis', 'registration_optimiser', 'pair_batches',
            'registration_step', 'RegADScorer', 'RegAD']
 
@@ -172,21 +171,36 @@ def registered_embedding(net:RegADNet, x:torch.Tensor) -> torch.Tensor:
     "Inverse-warped, concatenated multi-scale features [B,C,h,w] (stride-4 grid) of images x."
     fs, Ms = net.register(x)
     if net.stns is not None: fs = [warp(f, inverse_theta(M).to(f.dtype)) for f, M in zip(fs, Ms)]
-    return embed([f.float() for f in fs])
+    return embed([f.float() for f in fs], mode="nearest")          # each coarse cell repeated over its block
 
 # %% ../../nbs/11_regad.ipynb #963b28b9
-AUG_ANGLES = [s * a for a in (math.pi / 4, 3 * math.pi / 16, math.pi / 8, math.pi / 16) for s in (1, -1)]
-AUG_SHIFTS = [(sx * t, sy * t) for t in (0.2, 0.1) for sx in (1, -1) for sy in (1, -1)]
+AUG_ANGLES = [-math.pi / 4, -3 * math.pi / 16, -math.pi / 8, -math.pi / 16, math.pi / 16, math.pi / 8, 3 * math.pi / 16, math.pi / 4]
+AUG_SHIFTS = [(sx * t, sy * t) for t in (0.2, 0.1) for sx, sy in ((1, 1), (-1, 1), (-1, -1), (1, -1))]  # [-1, 1] units
+GREY = (0.299, 0.587, 0.114)                      # ITU-R 601 luma weights of R, G, B
+
+def _resample(x:torch.Tensor, A:torch.Tensor) -> torch.Tensor:
+    "x(A (x, y, 1)) for one 2x3 matrix A (normalised coordinates), bilinear, reflected at the border."
+    return warp(x, A.to(x).expand(len(x), 2, 3))
+
+def _rotation(a:float) -> torch.Tensor:
+    "A = [[cos a, -sin a, 0], [sin a, cos a, 0]]: a rotation by a about the centre (a and its sines in float32)."
+    c, s = torch.tensor(a).cos(), torch.tensor(a).sin()
+    return torch.stack([torch.stack([c, -s, torch.tensor(0.)]), torch.stack([s, c, torch.tensor(0.)])])
+
+def _grey(x:torch.Tensor) -> torch.Tensor:
+    "Luma Y = 0.299 R + 0.587 G + 0.114 B in all three channels."
+    r, g, b = x.unbind(-3)
+    Y = torch.addcmul(torch.addcmul(GREY[0] * r, g, torch.tensor(GREY[1])), b, torch.tensor(GREY[2]))
+    return Y[:, None].expand_as(x)
 
 def support_augmentations(x:torch.Tensor) -> torch.Tensor:
-    "The 22 augmented copies of each support image: [K,3,H,W] -> [22K,3,H,W] (variant-major)."
-    H, W = x.shape[-2:]
-    out = [x]
-    out += [TF.rotate(x, math.degrees(a), interpolation=TF.InterpolationMode.BILINEAR) for a in AUG_ANGLES]
-    out += [TF.affine(x, angle=0., translate=[round(tx * W), round(ty * H)], scale=1., shear=[0., 0.]) for tx, ty in AUG_SHIFTS]
-    out += [x.flip(-1), TF.rgb_to_grayscale(x, num_output_channels=3)]
-    out += [torch.rot90(x, k, dims=(-2, -1)) for k in (1, 2, 3)]
+    "The 22 augmented copies of each support image in the authors' order: [K,3,H,W] -> [22K,3,H,W] (variant-major)."
+    T = lambda tx, ty: torch.tensor([[1., 0., tx], [0., 1., ty]])                  # content moves by (-tx W/2, -ty H/2) px
+    out = [x] + [_resample(x, _rotation(a)) for a in AUG_ANGLES] + [_resample(x, T(tx, ty)) for tx, ty in AUG_SHIFTS]
+    out += [x.flip(-1), _grey(x)]
+    out += [torch.rot90(x, k, dims=(-2, -1)) for k in (1, 2, 3)]                    # 90, 180, 270 degrees
     return torch.cat(out)
+
 
 # %% ../../nbs/11_regad.ipynb #8fd8ba20
 def gaussian_fit(E:torch.Tensor, eps:float=0.01, chunk:int=512):
