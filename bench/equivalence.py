@@ -184,6 +184,12 @@ def regad_overrides(mode:str, n_params:int) -> dict:
 def regad_state(ks, mode="rotation_scale") -> dict:
     return seeded_state(ks, regad_overrides(mode, None))
 
+def regad_identity_state(ks, mode="rotation_scale") -> dict:
+    "The seeded state with every STN at the identity (last layer: zero weights, the identity parameters as bias)."
+    from fsad_nb.methods.regad import identity_params
+    zero = {f"STN.stn{i}.fc.2.weight": lambda t: torch.zeros_like(t) for i in (1, 2, 3)}
+    return seeded_state(ks, {**zero, **{f"STN.stn{i}.fc.2.bias": lambda t, m=mode: identity_params(m) for i in (1, 2, 3)}})
+
 def regad_ours(state:dict, mode:str="rotation_scale"):
     "Our RegAD detector (ResNet-18 from the seeded backbone weights) with every mapped weight loaded."
     import torchvision
@@ -211,8 +217,9 @@ REGAD_STAGES = [
     Stage("registered layer2 (inverse warp)", differs="ours composes T1^-1 T2^-1 and resamples once; theirs resamples twice "
           "(bilinear, reflection), so theirs interpolates twice"),
     Stage("registered layer3 (inverse warp)", differs="ours: one resampling with the composed inverse; theirs: three in a row"),
-    Stage("448-d embedding (registered, concatenated)", differs="their embedding_concat repeats the coarse maps (nearest, "
-          "2x2 / 4x4 blocks); ours upsamples them bilinearly (fsad_nb.backbones.embed); plus the layer2/3 differences"),
+    Stage("448-d embedding of the same backbone maps (their embedding_concat vs embed, nearest)"),
+    Stage("448-d embedding (registered, concatenated)", differs="the layer2/3 inverse warps above (ours: one resampling "
+          "with the composed inverse; theirs: two and three in a row); the concatenation itself agrees (row above)"),
     Stage("encoder z"), Stage("predictor p"),
     Stage("loss (train mode, one step)"),
     Stage("grad STN/encoder/predictor", tol=1e-4, why_tol="sums over 2x196 positions of products of float32 terms; "
@@ -220,20 +227,25 @@ REGAD_STAGES = [
     Stage("params after one SGD step (lr 1e-4, momentum 0.9)"),
     Stage("loss with their backbone BN in train mode", differs="their STN.train() also puts the backbone's BN in train mode "
           "(batch statistics, running stats updated); ours keeps the backbone's BN frozen (folded into the convs)"),
-    Stage("22 support augmentations (as a set)", differs="ours: TF.rotate/affine with zero fill, shifts of 0.2/0.1 of the "
-          "width in pixels; theirs: grid_sample with reflection padding, shifts (0.2, 0.1) in [-1,1] coordinates = 0.1/0.05 "
-          "of the width; grey weights 0.299 (kornia) vs 0.2989 (torchvision); order differs (theirs is shuffled anyway)"),
+    Stage("support augmentations 1-19 in the authors' order (identity, 8 rotations, 8 shifts, flip, grey)"),
+    Stage("support augmentations 20-22 (quarter turns)", tol=1e-4, why_tol="theirs: kornia's rotate by 90/180/270 degrees, "
+          "a bilinear resampling whose float32 cos/sin are not exactly 0 and 1 (<= 1.4e-5 of the image's range); ours: "
+          "torch.rot90, the exact permutation of the pixels"),
     Stage("per-position mean (their embeddings)"),
     Stage("per-position precision (Sigma + 0.01 I)^-1 (their embeddings)", tol=1e-3,
           why_tol="float32 inverse of a rank-21 + 0.01 I matrix: condition number ~1e2..1e4 amplifies rounding; "
           "ours is a Cholesky inverse, theirs torch.linalg.inv"),
     Stage("Mahalanobis before normalisation (their embeddings)", tol=1e-4,
           why_tol="inherits the precision's rounding (see above) through sqrt(d^T S^-1 d)"),
-    Stage("end to end: map, same input tensor", differs="augmentations, chained warp, nearest vs bilinear embedding, "
-          "ImageNet normalisation (theirs feeds [0,1] images; given the normalised image here), smoothing border "
-          "(scipy 'reflect' vs torchvision 'reflect' = scipy 'mirror')"),
+    Stage("end to end: map, same input tensor", differs="the layer2/3 inverse warps (seeded, non-identity STNs): ours "
+          "resamples once with the composed inverse, theirs two and three times; at the identity STNs the maps agree "
+          "(rows below)"),
     Stage("end to end: image score, same input tensor", differs="as the map"),
-    Stage("end to end: map, each side's own input preparation", differs="as above, plus the resize"),
+    Stage("end to end: map, each side's own input preparation", differs="as above, plus their input: PIL LANCZOS resize "
+          "and [0,1] images into the ImageNet network (ours: antialiased bilinear resize, ImageNet mean and std)"),
+    Stage("end to end at the identity STNs, [0,1] inputs on both sides: map", tol=1e-4, why_tol="inherits the precision's "
+          "float32 rounding (see the precision row) through sqrt(d^T S^-1 d) before upsampling and smoothing"),
+    Stage("end to end at the identity STNs, [0,1] inputs on both sides: image score", tol=1e-4, why_tol="as the map"),
 ]
 
 def _regad_args(mode):
@@ -260,7 +272,7 @@ def regad_ours_outputs(case:dict, fast:bool=False) -> dict:
     "Our side of every RegAD stage, from `case` alone (images, key lists, their embeddings at a few positions): "
     "used by the bench and by tests/test_equivalence.py."
     from fsad_nb.methods.regad import STN, warp, inverse_theta, gaussian_fit, mahalanobis, support_augmentations, \
-        registration_optimiser, RegADConfig, registration_loss
+        registration_optimiser, RegADConfig, registration_loss, registered_embedding
     from fsad_nb.backbones import embed
     out, xs, xq = {}, case["support"], case["query"]
     det = regad_ours(regad_state(case["keys_rotation_scale"]))
@@ -281,7 +293,8 @@ def regad_ours_outputs(case:dict, fast:bool=False) -> dict:
         out["f3 after STN3 (backbone + 3 STNs)"] = fs[-1]
         reg = [warp(f, inverse_theta(M)) for f, M in zip(fs, Ms)]
         for i in range(3): out[f"registered layer{i+1} (inverse warp)"] = reg[i]
-        out["448-d embedding (registered, concatenated)"] = embed(reg)
+        out["448-d embedding of the same backbone maps (their embedding_concat vs embed, nearest)"] = embed(feats, mode="nearest")
+        out["448-d embedding (registered, concatenated)"] = registered_embedding(net, xq)
         z = net.encoder(fs[-1]); out["encoder z"], out["predictor p"] = z, net.predictor(z)
     net.train()                                                    # one step: queries vs the support (K = 1)
     opt, _ = registration_optimiser(net, RegADConfig(backbone="resnet18", weights=None), 1)
@@ -293,7 +306,9 @@ def regad_ours_outputs(case:dict, fast:bool=False) -> dict:
     opt.step()
     out["params after one SGD step (lr 1e-4, momentum 0.9)"] = torch.cat([P[n].detach().flatten() for n in case["head_order"]])
     net.eval()
-    out["22 support augmentations (as a set)"] = support_augmentations(xs)[case["aug_match"]]
+    aug = support_augmentations(xs)                                 # K = 1: one copy per variant, in the authors' order
+    out["support augmentations 1-19 in the authors' order (identity, 8 rotations, 8 shifts, flip, grey)"] = aug[:19]
+    out["support augmentations 20-22 (quarter turns)"] = aug[19:]
     mu, prec = gaussian_fit(case["their_support_E"], 0.01)          # their embeddings at the sampled positions
     out["per-position mean (their embeddings)"] = mu.T
     out["per-position precision (Sigma + 0.01 I)^-1 (their embeddings)"] = prec
@@ -304,11 +319,12 @@ def regad_ours_outputs(case:dict, fast:bool=False) -> dict:
     out["end to end: map, same input tensor"], out["end to end: image score, same input tensor"] = torch.tensor(maps), torch.tensor(s)
     out["end to end: map, each side's own input preparation"] = torch.tensor(maps)
     out["input: their PIL LANCZOS resize vs ours"] = xq
+    det = regad_ours(regad_identity_state(case["keys_rotation_scale"]))
+    det.net.mean.zero_(); det.net.std.fill_(1.)                     # [0,1] images straight in, as their loader gives them
+    s, maps = det.fit(xs).predict(xq)
+    out["end to end at the identity STNs, [0,1] inputs on both sides: map"] = torch.tensor(maps)
+    out["end to end at the identity STNs, [0,1] inputs on both sides: image score"] = torch.tensor(s)
     return out
-
-def _match_set(ours, theirs) -> list[int]:
-    "For each of theirs, the index of the closest of ours (the augmented sets are compared, not their order)."
-    return torch.cdist(theirs.flatten(1).double(), ours.flatten(1).double()).argmin(1).tolist()
 
 def _regad_modules():
     import importlib
@@ -317,8 +333,7 @@ def _regad_modules():
 
 def regad_theirs(root:Path, case:dict, mode="rotation_scale") -> dict:
     "Run the authors' RegAD code (models/stn.py, models/siamese.py, train.py's train, test.py's test) on `case`; "
-    "fills case's key lists, parameter order, augmentation matching and their embeddings at the sampled positions."
-    from fsad_nb.methods.regad import support_augmentations
+    "fills case's key lists, parameter order and their embeddings at the sampled positions."
     out = {}
     with authors_code(root):
         mods = _regad_modules()
@@ -331,6 +346,9 @@ def regad_theirs(root:Path, case:dict, mode="rotation_scale") -> dict:
         with torch.no_grad():                             # their backbone's maps: the STNs' inputs
             h = STN.maxpool(STN.relu(STN.bn1(STN.conv1(norm(xq)))))
             f1 = STN.layer1(h); f2 = STN.layer2(f1); f3 = STN.layer3(f2)
+            cat = mods["funcs"].embedding_concat
+            out["448-d embedding of the same backbone maps (their embedding_concat vs embed, nearest)"] = \
+                cat(cat(f1, f2, False), f3, False)
         for m in ("rotation_scale", "affine"):
             st = regad_state(case["keys_" + m], m)
             for i, (c, f) in enumerate(zip((64, 128, 256), (f1, f2, f3)), 1):
@@ -398,9 +416,6 @@ def regad_theirs(root:Path, case:dict, mode="rotation_scale") -> dict:
                     return torch.tensor(te.test(types.SimpleNamespace(stn_mode=mode), [STN, ENC, PRED], 0, [sup], loader)[0])
             finally: torch.randperm, te.embedding_concat, te.mahalanobis_torch = perm, concat, maha
         maps = run_test(norm(xs), norm(xq))
-        aug = rec["aug"] * std + mean                                  # back to [0,1] images for the comparison
-        out["22 support augmentations (as a set)"] = aug
-        case["aug_match"] = _match_set(support_augmentations(xs), aug)
         P = sorted(case["positions"])
         case["their_support_E"] = rec["E"][0].flatten(2)[:, :, P].clone()
         case["their_query_E"] = rec["E"][1].flatten(2)[:, :, P].clone()
@@ -410,6 +425,9 @@ def regad_theirs(root:Path, case:dict, mode="rotation_scale") -> dict:
             [[float(rec["maha"][i * B + b][2]) for i in P] for b in range(B)])
         out["end to end: map, same input tensor"] = maps
         out["end to end: image score, same input tensor"] = maps.flatten(1).amax(1)
+        run_test(xs, norm(xq)[:1])                 # the support as their loader gives it ([0,1]: grey of the image itself)
+        out["support augmentations 1-19 in the authors' order (identity, 8 rotations, 8 shifts, flip, grey)"] = rec["aug"][:19]
+        out["support augmentations 20-22 (quarter turns)"] = rec["aug"][19:]          # unshuffled: their order
         # their own input preparation: PIL LANCZOS to 224 (their Resize with ANTIALIAS), ToTensor, no normalisation
         from torchvision import transforms
         from PIL import Image
@@ -418,6 +436,10 @@ def regad_theirs(root:Path, case:dict, mode="rotation_scale") -> dict:
         xs2, xq2 = load(case["support_paths"]), load(case["query_paths"])
         out["input: their PIL LANCZOS resize vs ours"] = xq2
         out["end to end: map, each side's own input preparation"] = run_test(xs2, xq2)
+        STN, ENC, PRED = _regad_their_models(mods, regad_identity_state(case["keys_" + mode], mode), mode)   # run_test's models
+        maps = run_test(xs, xq)                                        # [0,1] images, as their loader gives them
+        out["end to end at the identity STNs, [0,1] inputs on both sides: map"] = maps
+        out["end to end at the identity STNs, [0,1] inputs on both sides: image score"] = maps.flatten(1).amax(1)
     return out
 
 def regad_case() -> dict:
@@ -460,7 +482,7 @@ def regad_speed(root, case) -> dict:
     return res
 
 REGAD_TENSORS = ("support", "query", "their_support_E", "their_query_E")
-REGAD_META = ("keys_rotation_scale", "keys_affine", "head_order", "positions", "aug_match", "support_paths", "query_paths")
+REGAD_META = ("keys_rotation_scale", "keys_affine", "head_order", "positions", "support_paths", "query_paths")
 
 def regad_run(root:Path, write:bool=False, speed:bool=False):
     case = regad_case()
@@ -1077,60 +1099,54 @@ def dfd_run(root:Path, write:bool=False, speed:bool=False):
     if write: write_fixture("dfd", {k: case[k] for k in DFD_TENSORS}, {k: case[k] for k in DFD_META}, theirs, ours, DFD_STAGES)
     return rows, (dfd_speed(root, case) if speed else None)
 
-_OUR_AUGMENTATIONS = []                                            # ours, kept while regad_effects patches the module
+def _their_input(paths, size:int) -> torch.Tensor:
+    "Their loader's pixels: PIL LANCZOS resize (to size x size here; their int size keeps the aspect ratio, which the "
+    "non-square magnetic tiles would not survive), ToTensor: [0, 1], no normalisation."
+    from PIL import Image
+    load = lambda p: np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.LANCZOS), dtype=np.float32) / 255
+    return torch.stack([torch.from_numpy(load(p)).permute(2, 0, 1) for p in paths])
 
-def _authors_shift_rotate(x:torch.Tensor) -> torch.Tensor:
-    "The 22 support copies with the authors' geometry: rotations and shifts by grid_sample with reflection padding, "
-    "shifts of (0.2, 0.1) in [-1, 1] coordinates; flips, grey, quarter turns as ours (written here, for the measurement)."
-    from fsad_nb.methods.regad import AUG_ANGLES, AUG_SHIFTS, warp
-    B = len(x)
-    rot = lambda a: torch.tensor([[math.cos(a), -math.sin(a), 0.], [math.sin(a), math.cos(a), 0.]]).expand(B, 2, 3)
-    sh = lambda a, b: torch.tensor([[1., 0., a], [0., 1., b]]).expand(B, 2, 3)
-    ours = _OUR_AUGMENTATIONS[0](x)
-    out = [x] + [warp(x, rot(a)) for a in AUG_ANGLES] + [warp(x, sh(a, b)) for a, b in AUG_SHIFTS]
-    return torch.cat(out + [ours[17 * B:]])                       # hflip, grey, quarter turns: ours
+def _zero_one_input(det):
+    "Their network input: [0, 1] images straight into the ImageNet backbone (no mean and std)."
+    det.net.mean.zero_(); det.net.std.fill_(1.)
 
-def _scipy_smooth(scores, size, sigma=4.0):
-    "Upsample as ours, smooth with scipy.ndimage.gaussian_filter (mode 'reflect'), as the authors."
-    from scipy.ndimage import gaussian_filter
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    A = F.interpolate(scores[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
-    return torch.from_numpy(np.stack([gaussian_filter(a, sigma=sigma) for a in A]) if sigma > 0 else A)
+REGAD_EFFECTS = {"fsad_nb": {},
+                 "authors' input: [0, 1] images (no ImageNet mean and std)": dict(setup=_zero_one_input),
+                 "authors' input: PIL LANCZOS resize": dict(load=_their_input)}
 
-def _nearest_embed(features, size=None):
-    "Their embedding_concat's effect: the coarse maps repeated in blocks (nearest upsampling)."
-    size = tuple(features[0].shape[-2:])
-    return torch.cat([f if tuple(f.shape[-2:]) == size else F.interpolate(f, size=size, mode="nearest") for f in features], 1)
+def _before(code:Path, K:int, rounds:int, size:int) -> dict:
+    "fsad_nb's own numbers with the library of another checkout (`code`), in a fresh one-thread process."
+    with tempfile.TemporaryDirectory() as d:
+        cmd = [sys.executable, __file__, "--official", ".", "--effects", "--code", str(code), "--json", f"{d}/e.json"]
+        import subprocess; subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return json.loads(Path(d, "e.json").read_text())["regad"]["fsad_nb"]
 
-def regad_effects(K:int=2, rounds:int=3, size:int=224) -> dict:
-    "Each RegAD difference's effect on magnetic_tile (untrained RegAD: identity STNs, the offline Lite0): image and "
-    "pixel AUROC of ours and of ours with that one piece as in the authors' code, over `rounds` support draws."
-    import fsad_nb.detector as det_mod, fsad_nb.methods.regad as R
+def regad_effects(K:int=2, rounds:int=3, size:int=224, only_ours:bool=False, before:Path|None=None) -> dict:
+    "Each remaining RegAD difference's effect on magnetic_tile (untrained RegAD: identity STNs, the offline Lite0): image "
+    "and pixel AUROC of ours and of ours with that one piece as in the authors' code, over `rounds` support draws; "
+    "`before`: also fsad_nb at that checkout (the code before the fixes)."
+    import fsad_nb.methods.regad as R
     from fsad_nb.datasets import dataset
-    from fsad_nb.data import load_split, normal_image_paths, load_images
+    from fsad_nb.data import MVTecLayout, stack_split, normal_image_paths, load_images
     from fsad_nb.metrics import image_auroc, pixel_auroc
     root = dataset("magnetic_tile")
-    X, M, y = load_split(root.parent, root.name, "test", size=size)
+    ds = MVTecLayout(root.parent, root.name, "test", size=size)
+    X, M, y = stack_split(ds)
     pool = normal_image_paths(root)
-    variants = {"fsad_nb": {}, "authors' shifts and rotations": dict(aug=_authors_shift_rotate),
-                "authors' nearest embedding": dict(embed=_nearest_embed), "authors' smoothing (scipy)": dict(smooth=_scipy_smooth)}
     res = {}
-    _OUR_AUGMENTATIONS[:] = [R.support_augmentations]
-    for name, v in variants.items():
+    for name, v in (dict(fsad_nb={}) if only_ours else REGAD_EFFECTS).items():
         det = R.RegAD(R.RegADConfig(), device="cpu")
-        saved = (R.support_augmentations, R.embed, det_mod.smooth_maps)
-        R.support_augmentations = v.get("aug", saved[0]); R.embed = v.get("embed", saved[1])
-        det_mod.smooth_maps = v.get("smooth", saved[2])
-        try:
-            for r in range(rounds):
-                g = torch.Generator().manual_seed(r)
-                S = load_images([pool[i] for i in torch.randperm(len(pool), generator=g)[:K].tolist()], size)
-                det.fit(S); s, maps = det.predict(X)
-                res.setdefault(name, []).append((image_auroc(y, s), pixel_auroc(M, maps)))
-        finally: R.support_augmentations, R.embed, det_mod.smooth_maps = saved
+        if "setup" in v: v["setup"](det)
+        Xv = v["load"](ds.paths, size) if "load" in v else X
+        for r in range(rounds):
+            g = torch.Generator().manual_seed(r)
+            paths = [pool[i] for i in torch.randperm(len(pool), generator=g)[:K].tolist()]
+            det.fit(v["load"](paths, size) if "load" in v else load_images(paths, size)); s, maps = det.predict(Xv)
+            res.setdefault(name, []).append((image_auroc(y, s), pixel_auroc(M, maps)))
     out = {k: dict(image_auroc=float(np.mean([a for a, _ in v])), pixel_auroc=float(np.mean([b for _, b in v])), rounds=v)
            for k, v in res.items()}
-    for k, v in out.items(): print(f"{k:32} image AUROC {100 * v['image_auroc']:.1f}  pixel AUROC {100 * v['pixel_auroc']:.1f}")
+    if before is not None: out["fsad_nb before the fixes"] = {**_before(before, K, rounds, size), "code": str(before)}
+    for k, v in out.items(): print(f"{k:58} image AUROC {100 * v['image_auroc']:.1f}  pixel AUROC {100 * v['pixel_auroc']:.1f}")
     return out
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1603,12 +1619,16 @@ def main(argv=None):
     p.add_argument("--json", type=Path, default=ROOT/"bench"/"results"/"equivalence.json")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--effects", action="store_true", help="measure RegAD's differences on magnetic_tile (no authors' code)")
+    p.add_argument("--before", type=Path, help="with --effects: also measure fsad_nb at this checkout (e.g. a worktree of older code)")
+    p.add_argument("--code", type=Path, help="import fsad_nb from this checkout instead (--effects: fsad_nb's own numbers only)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    if a.code: sys.path.insert(0, str(a.code.resolve()))
     allrows, speeds = [], {}
     if a.effects:
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(dict(regad=regad_effects(), threads=a.threads), indent=1)); return 0
+        eff = regad_effects(only_ours=a.code is not None, before=a.before)
+        a.json.write_text(json.dumps(dict(regad=eff, threads=a.threads), indent=1)); return 0
     for m in a.methods:
         run, folder = METHODS[m]
         root = a.official/folder
