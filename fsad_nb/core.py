@@ -13,7 +13,7 @@ if typing.TYPE_CHECKING: import torch       # annotations only: torch itself loa
 
 # %% auto #0
 __all__ = ['FsadError', 'set_seed', 'seeded', 'get_device', 'autocast', 'atomic_path', 'atomic_write_text', 'save_json',
-           'load_json', 'Config', 'require', 'in_test']
+           'load_json', 'Config', 'require']
 
 # %% ../nbs/00_core.ipynb #40c45310
 class FsadError(Exception):
@@ -188,8 +188,3 @@ class Config:
 def require(ok:bool, field:str, value, rule:str):
     "Raise an `FsadError` '`field`=`value`: `rule`' unless `ok`: one line per rule in a config's `check`."
     if not ok: raise FsadError(f"{field}={value!r}: {rule}")
-
-# %% ../nbs/00_core.ipynb #9014b740
-def in_test() -> bool:
-    "True while nbdev-test or the pytest notebook runner executes this code."
-    return bool(os.environ.get("IN_TEST"))

@@ -6,6 +6,7 @@ Docs: https://fsad-nb.github.io/fsad_nb/testing.html.md"""
 
 # %% ../nbs/19_testing.ipynb #5a6d42ad
 from __future__ import annotations
+import os
 import csv, gzip, tarfile, zipfile, threading, contextlib, functools, http.server
 from pathlib import Path
 import numpy as np
@@ -15,7 +16,13 @@ from .converters import magnetic_tile_split
 from .datasets import FASHION_MNIST_MD5
 
 # %% auto #0
-__all__ = ['local_server', 'fake_visa', 'fake_dagm', 'fake_magnetic_tile_archive', 'fake_dtd_archive', 'fake_fashion_mnist']
+__all__ = ['in_test', 'local_server', 'fake_visa', 'fake_dagm', 'fake_magnetic_tile_archive', 'fake_dtd_archive',
+           'fake_fashion_mnist']
+
+# %% ../nbs/19_testing.ipynb #783e5511
+def in_test() -> bool:
+    "True while nbdev-test or the pytest notebook runner executes this code."
+    return bool(os.environ.get("IN_TEST"))
 
 # %% ../nbs/19_testing.ipynb #52a3c241
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
