@@ -143,13 +143,19 @@ def _coerce(v, tp):
 class Config:
     "Base for method configs: dataclass fields with the paper's values as defaults."
     renamed = {}    # {earlier field name: its name now}: configs stored under the old name still read
+    retired = {}    # {switch: its fields}: a switch older versions had; stored configs read without it (and its fields if off)
 
     def to_dict(self) -> dict: return dataclasses.asdict(self)
 
     @classmethod
     def upgrade(cls, d:dict) -> dict:
-        "A stored config's fields under today's names (`renamed`); a seed of None (earlier: the global draw alone) is 0."
-        d = {cls.renamed.get(k, k): v for k, v in d.items()}
+        "A stored config's fields under today's names (`renamed`), without `retired` options that were switched off; a "
+        "seed of None (earlier: the global draw alone) is 0."
+        d, names = {cls.renamed.get(k, k): v for k, v in d.items()}, {f.name for f in dataclasses.fields(cls)}
+        for switch, fields in cls.retired.items():
+            if switch in names or switch not in d: continue
+            if not d[switch]: d = {k: v for k, v in d.items() if k not in (switch, *fields)}          # it was off: all go
+            elif set(fields) <= names: d = {k: v for k, v in d.items() if k != switch}   # on, and this config is the variant
         return {**d, "seed": 0} if "seed" in d and d["seed"] is None else d
 
     @classmethod

@@ -23,8 +23,6 @@ __all__ = ['STN_VARIANTS', 'AUG_ANGLES', 'AUG_SHIFTS', 'GREY', 'RegADConfig', 'i
            'registration_step', 'RegADScorer', 'RegAD']
 
 # %% ../../nbs/11_regad.ipynb #bc0053d2
-_ADVERSARIAL = ("adversarial", "adv_weight", "adv_width", "adv_depth")
-
 @dataclasses.dataclass
 class RegADConfig(Config):
     "RegAD settings; defaults are the paper's (except the offline backbone)."
@@ -46,13 +44,7 @@ class RegADConfig(Config):
     chunk: int = 512                       # positions per Cholesky / Mahalanobis batch (bounds memory)
     seed: int = 0                          # draws of the training pairs (the detector's one seeding mechanism)
     renamed = {"train_batch": "batch_size"}   # configs stored before the rename still read (`Config.upgrade`)
-
-    @classmethod
-    def upgrade(cls, d:dict) -> dict:
-        "A stored config under today's names; the adversarial options that RegAD configs held before the adversarial "
-        "variant became a method of its own are dropped while off (a config that knows them keeps them)."
-        d, known = super().upgrade(d), {f.name for f in dataclasses.fields(cls)}
-        return d if d.get("adversarial") else {k: v for k, v in d.items() if k in known or k not in _ADVERSARIAL}
+    retired = {"adversarial": ("adv_weight", "adv_width", "adv_depth")}   # now the regad_adv variant's options
 
     def check(self):
         require(self.transform in STN_VARIANTS, "transform", self.transform, f"must be one of {list(STN_VARIANTS)}")

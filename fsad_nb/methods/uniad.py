@@ -50,13 +50,7 @@ class UniADConfig(Config):
     pool: int = 16                         # image score = max of the pool x pool mean-filtered map (authors: 16)
     seed: int = 0                          # initial weights, batch order, jitter and dropout
     renamed = {"batch": "batch_size"}      # configs stored before the rename still read (`Config.upgrade`)
-
-    @classmethod
-    def upgrade(cls, d:dict) -> dict:
-        "A stored config under today's fields; the adversarial fields UniAD's config once had are dropped while off."
-        d, names = super().upgrade(d), {f.name for f in dataclasses.fields(cls)}
-        if d.get("adversarial", False): return d                  # on: only the `uniad_adv` variant reads it
-        return {k: v for k, v in d.items() if k in names or k not in ("adversarial", "adv_weight", "adv_width", "adv_depth")}
+    retired = {"adversarial": ("adv_weight", "adv_width", "adv_depth")}   # now the uniad_adv variant's options
 
     def check(self):
         require(self.hidden % self.heads == 0, "hidden", self.hidden, f"must be a multiple of heads={self.heads}")
