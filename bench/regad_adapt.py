@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from fsad_nb.core import get_device, save_json, set_seed
-from fsad_nb.methods.regad import RegAD, RegADConfig, support_augmentations, gaussian_fit
+from fsad_nb.methods.regad import RegAD, RegADConfig, RegADScorer, support_augmentations, gaussian_fit
 
 
 def _sync(device):
@@ -43,7 +43,7 @@ def main(argv=None):
     for _ in range(a.repeats):
         x = make()
         fit_s.append(timed(lambda: det.fit(x), dev)[0])
-        t, E = timed(lambda: det._embed(support_augmentations(x)).flatten(2).to(dev), dev); embed_s.append(t)
+        t, E = timed(lambda: det.features(support_augmentations(x), RegADScorer(det.net, None, None, det.config).eval()).flatten(2).to(dev), dev); embed_s.append(t)
         gauss_s.append(timed(lambda: gaussian_fit(E, det.config.eps, det.config.chunk), dev)[0])
     res = {"backbone": a.backbone, "device": str(dev),
            "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",

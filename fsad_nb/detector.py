@@ -124,7 +124,7 @@ class Detector:
         if not self.fitted: raise FsadError(f"{self.name}: call fit(support) before predict(images)")
         images, g = self._check_images(images), self.scorer().eval()
         g.amp = self.amp
-        E = self._features(g, images, batch_size, progress and g.cacheable)
+        E = self._cached(images, lambda: self.features(images, g, batch_size, progress), extra=self._version) if g.cacheable else images
         key = (E, batch_size, self.amp, [(t, _tensor_version(t)) for t in itertools.chain(g.parameters(), g.buffers())])
         if not _same(self._out and self._out[0], key):             # same features, same weights: the same answer
             outs = []
@@ -133,16 +133,15 @@ class Detector:
             self._out = (key, torch.cat([s for s, _ in outs]).numpy(), torch.cat([a for _, a in outs]).numpy())
         return self._out[1].copy(), self._out[2].copy()
 
-    def _features(self, g:Scorer, images:torch.Tensor, batch_size:int, progress:bool) -> torch.Tensor:
-        "g.embed of `images` batch by batch (on the CPU), kept while the same unchanged tensor comes back and the "
-        "detector's `_version` (bumped when what `embed` reads changes) is the same."
-        if not g.cacheable: return images
-        def compute():
-            out = []
-            for x in _progress(list(batches(images, batch_size)), progress=progress):
-                with autocast(self.device, self.amp): out.append(g.embed(x.to(self.device)).cpu())
-            return torch.cat(out)
-        return self._cached(images, compute, extra=self._version)
+    @torch.no_grad()
+    def features(self, images:torch.Tensor, g:Scorer, batch_size:int=32, progress:bool=False) -> torch.Tensor:
+        "The scorer `g`'s `embed` of images, batch by batch under autocast, on the CPU: what predict keeps while the same "
+        "images come back (and `_version`, bumped when what `embed` reads changes, stays), and the support's or meta "
+        "images' features of methods that fit or train on frozen features."
+        out = []
+        for x in _progress(list(batches(images, batch_size)), progress=progress):
+            with autocast(self.device, self.amp): out.append(g.embed(x.to(self.device)).cpu())
+        return torch.cat(out)
 
     def state(self) -> dict:
         "The fitted state to save (tensors and plain values)."

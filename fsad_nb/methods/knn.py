@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import torch
 import torch.nn as nn
-from ..core import FsadError, Config, autocast, require
-from ..detector import Detector, Scorer, register, batches, exporting
+from ..core import FsadError, Config, require
+from ..detector import Detector, Scorer, register, exporting
 from ..backbones import patch_features
 
 # %% auto #0
@@ -73,14 +73,10 @@ class PatchKNN(Detector):
 
     def scorer(self) -> KNNScorer: return KNNScorer(self.extractor, self.bank, self.config)
 
-    @torch.inference_mode()
     def fit(self, support:torch.Tensor, *, progress:bool=False):
         "Memory bank = every patch feature of the support images."
-        g, E = KNNScorer(self.extractor, torch.zeros(0), self.config), []
-        for x in batches(self._check_images(support, "support"), 32):
-            with autocast(self.device): E.append(g.embed(x.to(self.device)))
-        E = torch.cat(E)
-        self.bank, self.fitted = E.permute(0, 2, 3, 1).reshape(-1, E.shape[1]), True    # [K*h*w, C]
+        E = self.features(self._check_images(support, "support"), KNNScorer(self.extractor, None, self.config), progress=progress)
+        self.bank, self.fitted = E.permute(0, 2, 3, 1).reshape(-1, E.shape[1]).to(self.device), True    # [K*h*w, C]
         return self
 
     def state(self): return {"bank": self.bank.cpu(), **self.extractor_state()}

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
-from ..core import FsadError, Config, autocast, require, seeded, _progress
-from ..detector import Detector, Scorer, register, batches, meta_images, smooth_maps, max_scores
+from ..core import FsadError, Config, require, seeded
+from ..detector import Detector, Scorer, register, meta_images, smooth_maps, max_scores
 from ..learner import Learner
 from ..backbones import FeatureExtractor, embed
 
@@ -314,17 +314,9 @@ def fit(self:RegAD, support:torch.Tensor, *, progress:bool=False, batch_size:int
     "Adapt without parameter updates: augment (A), register, fit one Gaussian per position."
     c = self.config
     x = self._check_images(support, "support")
-    E = self._embed(support_augmentations(x) if c.augment else x, batch_size, progress)
+    g = RegADScorer(self.net, None, None, c).eval()                              # its embed: the registered features
+    E = self.features(support_augmentations(x) if c.augment else x, g, batch_size, progress)
     self._grid = tuple(E.shape[-2:])
     self.mu, self.prec = gaussian_fit(E.flatten(2).to(self.device), c.eps, c.chunk)
     self.fitted = True
     return self
-
-@patch
-@torch.inference_mode()
-def _embed(self:RegAD, x:torch.Tensor, batch_size:int=32, progress:bool=False) -> torch.Tensor:
-    "Registered features [N,C,h,w] (on the CPU) of images x, batch by batch, through the scorer's `embed`."
-    g, out = RegADScorer(self.net, None, None, self.config).eval(), []
-    for b in _progress(list(batches(x, batch_size)), progress=progress):
-        with autocast(self.device): out.append(g.embed(b.to(self.device)).cpu())
-    return torch.cat(out)

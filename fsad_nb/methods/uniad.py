@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from ..core import Config, FsadError, autocast, require, seeded
 from ..backbones import FeatureExtractor, embed
-from ..detector import Detector, Scorer, register, meta_images, batches
+from ..detector import Detector, Scorer, register, meta_images
 from ..learner import Learner
 
 # %% auto #0
@@ -251,11 +251,9 @@ class UniAD(Detector):
 
 # %% ../../nbs/14_uniad.ipynb #a12652cf
 @patch
-@torch.no_grad()
 def _tokens(self:UniAD, images:torch.Tensor, batch_size:int=32) -> torch.Tensor:
-    "Tokens [N,L,C] (on the CPU) of `images`, batch by batch through the scorer's `embed`: the training data."
-    g = self.scorer().eval()
-    with autocast(self.device): return torch.cat([g.embed(x.to(self.device)).cpu() for x in batches(images, batch_size)])
+    "Tokens [N,L,C] (on the CPU) of `images` through the scorer's `embed` (`Detector.features`): the training data."
+    return self.features(images, self.scorer().eval(), batch_size)
 
 @patch
 def _batches(self:UniAD, X:torch.Tensor, steps:int, batch_size:int, stream):
