@@ -124,7 +124,7 @@ class Detector:
         if not self.fitted: raise FsadError(f"{self.name}: call fit(support) before predict(images)")
         images, g = self._check_images(images), self.scorer().eval()
         g.amp = self.amp
-        E = self._cached(images, lambda: self.features(images, g, batch_size, progress), extra=self._version) if g.cacheable else images
+        E = self.cached_features(images, g, batch_size, progress) if g.cacheable else images
         key = (E, batch_size, self.amp, [(t, _tensor_version(t)) for t in itertools.chain(g.parameters(), g.buffers())])
         if not _same(self._out and self._out[0], key):             # same features, same weights: the same answer
             outs = []
@@ -132,6 +132,10 @@ class Detector:
                 s, a = g.head(e.to(self.device), images.shape[-2:]); outs.append((s.float().cpu(), a.float().cpu()))
             self._out = (key, torch.cat([s for s, _ in outs]).numpy(), torch.cat([a for _, a in outs]).numpy())
         return self._out[1].copy(), self._out[2].copy()
+
+    def cached_features(self, images:torch.Tensor, g:Scorer, batch_size:int=32, progress:bool=False) -> torch.Tensor:
+        "`features` of `images`, kept while the very same, unchanged tensor comes back and `_version` stays."
+        return self._cached(images, lambda: self.features(images, g, batch_size, progress), extra=self._version)
 
     @torch.no_grad()
     def features(self, images:torch.Tensor, g:Scorer, batch_size:int=32, progress:bool=False) -> torch.Tensor:

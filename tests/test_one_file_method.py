@@ -2,6 +2,7 @@
 `fsad predict` and `fsad export` (ONNX parity < 1e-4) with no edit to any library file."""
 import csv, dataclasses, json
 import numpy as np
+import pytest
 import torch
 from fsad_nb import cli, registry
 from fsad_nb.core import Config, require
@@ -40,6 +41,15 @@ class MeanPatch(Detector):
     def state(self): return {"mean": self.mean.cpu(), **self.extractor_state()}
     def set_state(self, s): self.mean = s["mean"].to(self.device); self.load_extractor_state(s)
 # ---------------------------------------------------------------------------------------------------------------
+REGISTRY.pop("meanpatch")   # registered by `@register` above; the fixture below keeps it to this file's test
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unregister_after():
+    "The method is registered while this file's test runs; later tests in this process see the library's methods only."
+    REGISTRY["meanpatch"] = MeanPatch
+    yield
+    REGISTRY.pop("meanpatch", None)
 
 
 def test_one_file_method_runs_through_every_command(tmp_path, capsys):

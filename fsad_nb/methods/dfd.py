@@ -470,7 +470,7 @@ def predict(self:DFD, images:torch.Tensor, batch_size:int=32, progress:bool=Fals
     "`Detector.predict`; with normalise='test' the branch ranges come from `images` themselves (the authors' min-max)."
     if self.config.normalise == "test" and self.fitted:
         g = self.scorer().eval(); g.amp = self.amp
-        self._test_stats = g.ranges(self._features(g, self._check_images(images), batch_size, progress), batch_size=batch_size)
+        self._test_stats = g.ranges(self.cached_features(self._check_images(images), g, batch_size, progress), batch_size=batch_size)
     try: return Detector.predict(self, images, batch_size, progress)
     finally: self._test_stats = None
 
