@@ -173,7 +173,10 @@ class Config:
         "`options` when each names a field of this config and together they pass `validate`; else one FsadError that "
         "starts with `what` (e.g. 'preset cpu of regad'; `sep` before the bad value's own message, e.g. ' ' after '--set')."
         fields = {f.name for f in dataclasses.fields(cls)}
-        if bad := sorted(set(options) - fields): raise FsadError(f"{what}: {cls.__name__} has no field(s) {bad}; its fields: {sorted(fields)}")
+        if bad := sorted(set(options) - fields):
+            moved = [k for k in bad if k in cls.retired]              # a switch that became a method of its own
+            hint = f" ({', '.join(moved)}: now a method of its own, see `fsad list`)" if moved else ""
+            raise FsadError(f"{what}: {cls.__name__} has no field(s) {bad}{hint}; its fields: {sorted(fields)}")
         try: cls().replace(**options).validate()
         except FsadError as e: raise FsadError(f"{what}{sep}{e}") from None
         return options
