@@ -8,6 +8,9 @@ CPU budget (two cores): RegAD 200 registration steps of 8 pairs at lr 1e-3 (pape
 UniAD 300 steps of 8 images at the authors' lr 1e-4 (paper: 1000 epochs). The `_ft` runs fine-tune UniAD for 20
 steps on the K support images in `fit` (our reading of the protocol). results/lee/seed1/ holds the same runs with
 seed=1 (magnetic_tile, K = 2): the spread a training seed alone makes.
+
+Run folders absent from this machine keep their rows from the table files written last time (see dfd_tables.py);
+a paired difference is drawn only between two runs read from the same place (both rerun, or both kept).
 """
 import argparse, sys
 from pathlib import Path
@@ -27,15 +30,18 @@ CATEGORIES = {"magnetic_tile": "", "elpv_mono": "_elpv", "elpv_poly": "_elpv"}
 SHOTS = (2, 4, 8)
 
 
-def paired_table(res, category, suffix, has_masks) -> tuple[str, dict]:
-    "Mean paired difference (with minus without) per K over the rounds both runs have, ± its standard error."
+def paired_table(res, category, suffix, has_masks, previous:dict|None=None) -> tuple[str, dict]:
+    """Mean paired difference (with minus without) per K over the rounds both runs have, ± its standard error;
+    `previous`: this category's rows in the table file written last time (for absent run folders)."""
+    previous = previous or {}
     cols = METRICS if has_masks else METRICS[:1]
     lines = ["| difference | K | " + " | ".join(f"Δ {c.replace('_', ' ').replace('auroc', 'AUROC').replace('aupro', 'AUPRO')}"
                                                 for c in cols) + " | rounds |", "|" + "---|" * (len(cols) + 3)]
     data = {}
     for a, b in PAIRS:
         for K in SHOTS:
-            ra, rb = (T.rounds_of(res/f"{n}{suffix}", category, K) for n in (a, b))
+            if (res/f"{a}{suffix}").exists() != (res/f"{b}{suffix}").exists(): continue   # one rerun, one kept
+            ra, rb = (T.rounds_of(res/f"{n}{suffix}", category, K, previous.get(f"{n}/k{K}"), T.NAMES[n]) for n in (a, b))
             common = sorted(set(ra) & set(rb))
             if not common: continue
             d = {m: (np.array([ra[r][m] for r in common], float) - np.array([rb[r][m] for r in common], float)).tolist() for m in cols}
@@ -44,18 +50,25 @@ def paired_table(res, category, suffix, has_masks) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", data
 
 
-def seed_table(res) -> tuple[str, dict]:
+def seed_table(res, previous:dict|None=None) -> tuple[str, dict]:
     "The adversarial difference under a second training seed (magnetic_tile, K = 2, the rounds the seed-1 runs have): "
-    "how much of a difference the training seed alone makes, beside the support draws."
-    rows, data = ["| host | seed | without | with adversarial | Δ | rounds |", "|---|---|---|---|---|---|"], {}
-    for host in ("regad", "uniad"):
+    "how much of a difference the training seed alone makes, beside the support draws. Without results/lee/seed1 "
+    "here, the table file written last time (`previous`, lee_seeds.json) is shown as it was."
+    data = {}
+    for host in ("regad", "uniad") if (res/"seed1").exists() else ():
         for seed, base in ((0, res), (1, res/"seed1")):
             ra, rb = (T.rounds_of(base/n, "magnetic_tile", 2) for n in (host, f"{host}_adv"))
             common = sorted(set(ra) & set(rb) & set(T.rounds_of(res/"seed1"/host, "magnetic_tile", 2)))
             if not common: continue
-            a, b = (np.array([r[k]["image_auroc"] for k in common], float) for r in (rb, ra))
-            data[f"{host}/seed{seed}"] = {"plain": b.tolist(), "adversarial": a.tolist(), "rounds": common}
-            rows.append(f"| {T.NAMES[host]} | {seed} | {T.fmt(b)} | {T.fmt(a)} | {T.fmt_delta(a - b)} | {len(common)} |")
+            data[f"{host}/seed{seed}"] = {"plain": [ra[k]["image_auroc"] for k in common],
+                                          "adversarial": [rb[k]["image_auroc"] for k in common], "rounds": common}
+    if not (res/"seed1").exists() and previous:
+        data = previous; T.KEPT.append(("the second training seed", "magnetic_tile", 2))
+    rows = ["| host | seed | without | with adversarial | Δ | rounds |", "|---|---|---|---|---|---|"]
+    for key, d in data.items():
+        host, seed = key.split("/seed")
+        b, a = np.array(d["plain"], float), np.array(d["adversarial"], float)
+        rows.append(f"| {T.NAMES[host]} | {seed} | {T.fmt(b)} | {T.fmt(a)} | {T.fmt_delta(a - b)} | {len(d['rounds'])} |")
     return "\n".join(rows) + "\n", data
 
 
@@ -67,13 +80,14 @@ def main(argv=None):
     res, out = Path(a.results), Path(a.out)
     md, js, paired = ["# UniAD and the adversarial alignment beside RegAD and patch-kNN (EfficientNet-Lite0, 224 px, CPU budget)\n",
                       __doc__.split("\n\n")[2].strip() + "\n"], {}, {}
+    prev, prev_seeds = T.previous_table(out, "lee_tables"), T.previous_table(out, "lee_seeds")
     for cat, suffix in CATEGORIES.items():
         masks = cat == "magnetic_tile"
-        t, d = T.method_table(res, cat, SHOTS, [(n, f"{n}{suffix}") for n in RUNS], masks)
+        t, d = T.method_table(res, cat, SHOTS, [(n, f"{n}{suffix}") for n in RUNS], masks, prev.get(cat))
         md += [f"## {cat}\n", t]; js[cat] = d
-        t, d = paired_table(res, cat, suffix, masks)
+        t, d = paired_table(res, cat, suffix, masks, prev.get(cat))
         md += [f"Paired differences on {cat} (same rounds; ± standard error over rounds):\n", t]; paired[cat] = d
-    t, seeds = seed_table(res)
+    t, seeds = seed_table(res, prev_seeds)
     md += ["## A second training seed (magnetic_tile, K = 2, image AUROC)\n", t]
     T.write_tables(out, "lee_tables", "\n".join(md), lee_tables=js, lee_paired=paired, lee_seeds=seeds)
 
