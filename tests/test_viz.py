@@ -177,3 +177,22 @@ def test_bench_script_writes_the_figures(tmp_path):
     written = mod.main(["--out", str(tmp_path), "--dpi", "50"])
     assert sorted(p.name for p in written) == sorted([*mod.FIGURES, "tdg_fashion_mnist.png", *mod.LEE_FIGURES])
     assert all(Image.open(p).format == "PNG" for p in written)
+
+
+def test_tables_rebuild_what_was_rerun_and_keep_the_rest(runs, tmp_path, monkeypatch):
+    "bench/dfd_tables.py: a present run folder is read; an absent one keeps its rows from the previous table file and is named."
+    import importlib, sys
+    monkeypatch.syspath_prepend(str(ROOT/"bench"))
+    T = importlib.import_module("dfd_tables"); T.KEPT.clear()
+    root, _ = runs
+    fresh = T.rounds_of(root/"runs3", "synthetic", 1)
+    kept_row = {"image_auroc": [0.6, 0.7, 0.8], "rounds": [0, 1, 2], "fit_s_mean": 12.5}
+    text, data = T.method_table(root, "synthetic", (1,), [("knn", "runs3"), ("regad", "not_here")], False,
+                                previous={"regad/k1": kept_row})
+    assert data["knn/k1"]["image_auroc"] == [fresh[r]["image_auroc"] for r in (0, 1, 2)]
+    assert data["regad/k1"]["image_auroc"] == kept_row["image_auroc"] and data["regad/k1"]["fit_s_mean"] == 12.5
+    assert "| RegAD | 1 | 70.0 ± 8.2 | 12.5 | 3 (0–2) |" in text
+    assert T.kept_note().strip().endswith("RegAD (synthetic, K = 1).")
+    T.KEPT.clear()
+    _, data = T.method_table(root, "synthetic", (1,), [("knn", "runs3"), ("regad", "not_here")], False)
+    assert "regad/k1" not in data and T.kept_note() == ""              # no previous table: nothing to keep
