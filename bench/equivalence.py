@@ -1045,6 +1045,7 @@ def dfd_ours_from_fixture(case:dict, fast:bool=False) -> dict: return dfd_ours_o
 def dfd_speed(root, case) -> dict:
     "One training step (batch 2, both bands, both discriminators, backbone included) and one predict of 1 image."
     from fsad_nb.methods import dfd as D
+    from fsad_nb.detector import smooth_maps
     x2 = case["image"].expand(2, -1, -1, -1).contiguous()
     fe = dfd_extractor(case["wrn_keys"]); nets = dfd_ours_nets(case["keys"]).train()
     cfg = D.DFDConfig(backbone="wide_resnet50_2", weights=None)
@@ -1059,7 +1060,7 @@ def dfd_speed(root, case) -> dict:
         with torch.no_grad():
             E = D.band_tokens(fe, case["image"], cfg); grid = E.shape[2:4]
             g, p = D.DFDScorer(fe, nets.eval(), {}, cfg).branch_scores(E)
-            D.smooth_maps(g.view(1, *grid), 256, 4.0); D.smooth_maps(p.view(1, *grid), 256, 4.0)
+            smooth_maps(g.view(1, *grid), 256, 4.0); smooth_maps(p.view(1, *grid), 256, 4.0)
         nets.train()
     res = {}
     with authors_code(root, _dfd_stubs()):
@@ -1616,39 +1617,43 @@ def main(argv=None):
     p.add_argument("--write-fixtures", action="store_true", help="(re)write tests/fixtures/official/")
     p.add_argument("--speed", action="store_true", help="also time one training step and one predict, ours vs theirs")
     p.add_argument("--speed-only", action="store_true", help="only the timings (the case comes from the fixtures)")
-    p.add_argument("--json", type=Path, default=ROOT/"bench"/"results"/"equivalence.json")
+    p.add_argument("--json", type=Path, help="where the results go (default: bench/results/equivalence.json, "
+                   "equivalence_speed.json with --speed-only)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--effects", action="store_true", help="measure RegAD's differences on magnetic_tile (no authors' code)")
     p.add_argument("--before", type=Path, help="with --effects: also measure fsad_nb at this checkout (e.g. a worktree of older code)")
     p.add_argument("--code", type=Path, help="import fsad_nb from this checkout instead (--effects: fsad_nb's own numbers only)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    a.json = a.json or ROOT/"bench"/"results"/("equivalence_speed.json" if a.speed_only else "equivalence.json")
     if a.code: sys.path.insert(0, str(a.code.resolve()))
     allrows, speeds = [], {}
     if a.effects:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         eff = regad_effects(only_ours=a.code is not None, before=a.before)
         a.json.write_text(json.dumps(dict(regad=eff, threads=a.threads), indent=1)); return 0
+    def write():  # after every method, so that a later failure keeps what was measured
+        from fsad_nb.core import save_json
+        defaults = {m: dict(fields=defaults_rows(m), other=[dict(zip(("name", "ours", "theirs", "source", "why"), o))
+                                                             for o in DEFAULTS[m][2]]) for m in a.methods if m in DEFAULTS}
+        save_json(a.json, json.loads(json.dumps(dict(rows=allrows, speed=speeds, defaults=defaults, threads=a.threads,
+                                                     torch=torch.__version__), default=str)))
     for m in a.methods:
         run, folder = METHODS[m]
         root = a.official/folder
         if not root.is_dir(): raise SystemExit(f"{root}: no such folder (clone the authors' repository there)")
         if a.speed_only:
             case = read_fixture(m)[0]
-            if m == "uniad": case["their_tokens"] = case["their_tokens"]
             if m == "dfd": case = dfd_seeded(case)
-            speeds[m] = SPEED[m](root, case); continue
-        rows, sp = run(root, a.write_fixtures, a.speed)
-        allrows += rows
-        if sp: speeds[m] = sp
+            speeds[m] = SPEED[m](root, case)
+        else:
+            rows, sp = run(root, a.write_fixtures, a.speed)
+            allrows += rows
+            if sp: speeds[m] = sp
+        write()
     if allrows: print_rows(allrows)
     print_defaults(a.methods)
     for m, s in speeds.items(): print(m, json.dumps({k: round(v, 4) for k, v in s.items()}))
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    defaults = {m: dict(fields=defaults_rows(m), other=[dict(zip(("name", "ours", "theirs", "source", "why"), o))
-                                                         for o in DEFAULTS[m][2]]) for m in a.methods if m in DEFAULTS}
-    a.json.write_text(json.dumps(dict(rows=allrows, speed=speeds, defaults=defaults, threads=a.threads,
-                                      torch=torch.__version__), indent=1, default=str))
     bad = [r for r in allrows if r["status"] == "FAIL"]
     return 1 if bad else 0
 
