@@ -13,6 +13,14 @@ run() {  # run NAME METHOD [SETTINGS...]
   fsad run --method $method --dataset magnetic_tile --shots 2 4 8 --rounds 10 --meta dtd10 elpv --preset cpu ${1:+--set "$@"} --out results/lee/$name
   fsad run --method $method --dataset elpv --shots 2 4 8 --rounds 10 --meta dtd10 magnetic_tile --preset cpu ${1:+--set "$@"} --out results/lee/${name}_elpv
 }
+share() {  # share FROM NAME: NAME starts from FROM's finished meta-training (fine-tuning is not part of training)
+  local f
+  for f in results/lee/$1/*/meta/*.pt results/lee/$1_elpv/*/meta/*.pt; do
+    [ -e "$f" ] || continue
+    local to=${f/results\/lee\/$1/results\/lee\/$2}
+    [ -e "$to" ] || { mkdir -p "$(dirname "$to")" && cp "$f" "$to"; }
+  done
+}
 for what in "${@:-knn regad regad_adv uniad uniad_adv}"; do for w in $what; do case $w in
   knn)          fsad run --method knn --dataset magnetic_tile --shots 2 4 8 --rounds 10 --out results/lee/knn
                 fsad run --method knn --dataset elpv --shots 2 4 8 --rounds 10 --out results/lee/knn_elpv ;;
@@ -20,8 +28,8 @@ for what in "${@:-knn regad regad_adv uniad uniad_adv}"; do for w in $what; do c
   regad_adv)    run regad_adv regad_adv ;;
   uniad)        run uniad uniad ;;
   uniad_adv)    run uniad_adv uniad_adv ;;
-  uniad_ft)     run uniad_ft uniad finetune_steps=20 ;;
-  uniad_adv_ft) run uniad_adv_ft uniad_adv finetune_steps=20 ;;
+  uniad_ft)     share uniad uniad_ft; run uniad_ft uniad finetune_steps=20 ;;
+  uniad_adv_ft) share uniad_adv uniad_adv_ft; run uniad_adv_ft uniad_adv finetune_steps=20 ;;
   seed1)        # a second training seed on magnetic_tile, K = 2 (UniAD without fine-tuning: one round says it all)
                 for v in "" _adv; do
                   fsad run --method regad$v --dataset magnetic_tile --shots 2 --rounds 10 --meta dtd10 elpv --preset cpu --set seed=1 --out results/lee/seed1/regad$v
