@@ -40,7 +40,7 @@ def paired_table(res, category, suffix, has_masks, previous:dict|None=None) -> t
     data = {}
     for a, b in PAIRS:
         for K in SHOTS:
-            if (res/f"{a}{suffix}").exists() != (res/f"{b}{suffix}").exists(): continue   # one rerun, one kept
+            if (res/f"{a}{suffix}"/category).exists() != (res/f"{b}{suffix}"/category).exists(): continue   # one rerun, one kept
             ra, rb = (T.rounds_of(res/f"{n}{suffix}", category, K, previous.get(f"{n}/k{K}"), T.NAMES[n]) for n in (a, b))
             common = sorted(set(ra) & set(rb))
             if not common: continue
@@ -52,18 +52,20 @@ def paired_table(res, category, suffix, has_masks, previous:dict|None=None) -> t
 
 def seed_table(res, previous:dict|None=None) -> tuple[str, dict]:
     "The adversarial difference under a second training seed (magnetic_tile, K = 2, the rounds the seed-1 runs have): "
-    "how much of a difference the training seed alone makes, beside the support draws. Without results/lee/seed1 "
-    "here, the table file written last time (`previous`, lee_seeds.json) is shown as it was."
-    data = {}
-    for host in ("regad", "uniad") if (res/"seed1").exists() else ():
+    "how much of a difference the training seed alone makes, beside the support draws. A host without its seed-1 "
+    "runs here keeps its rows from the table file written last time (`previous`, lee_seeds.json)."
+    data, previous = {}, previous or {}
+    for host in ("regad", "uniad"):
+        if not (res/"seed1"/host).exists():           # this host's seed-1 runs are not here: its rows as written last time
+            kept = {k: v for k, v in previous.items() if k.startswith(f"{host}/")}
+            if kept: data.update(kept); T.KEPT.append((f"the second training seed of {T.NAMES[host]}", "magnetic_tile", 2))
+            continue
         for seed, base in ((0, res), (1, res/"seed1")):
             ra, rb = (T.rounds_of(base/n, "magnetic_tile", 2) for n in (host, f"{host}_adv"))
             common = sorted(set(ra) & set(rb) & set(T.rounds_of(res/"seed1"/host, "magnetic_tile", 2)))
             if not common: continue
             data[f"{host}/seed{seed}"] = {"plain": [ra[k]["image_auroc"] for k in common],
                                           "adversarial": [rb[k]["image_auroc"] for k in common], "rounds": common}
-    if not (res/"seed1").exists() and previous:
-        data = previous; T.KEPT.append(("the second training seed", "magnetic_tile", 2))
     rows = ["| host | seed | without | with adversarial | Δ | rounds |", "|---|---|---|---|---|---|"]
     for key, d in data.items():
         host, seed = key.split("/seed")

@@ -4,10 +4,11 @@ and the K=2 component ablations as paired differences to the full model on the s
     python bench/dfd_tables.py            # reads results/, writes bench/results/dfd_<category>.md and .json
 
 Run directories (as written by `fsad run`, see the README for the commands): results/dfd_lite0,
-results/simplenet_lite0, results/knn_lite0, results/regad_lite0, results/dfd_ablation/<switch>, and the elpv ones.
+results/simplenet_lite0, results/knn_lite0, results/lee/regad (RegAD at its `cpu` preset, K = 2 and 4 here),
+results/dfd_ablation/<switch>, and the elpv ones.
 A method with fewer rounds than another is compared on the rounds both have, so a row's "rounds" column says
-exactly which support draws the means are over. A run folder that is not on this machine keeps the rows the table
-file written last time holds for it (its per-round values); the markdown lists those rows, so a partial rerun
+exactly which support draws the means are over. A run (or one of its categories) that is not on this machine keeps
+the rows the table file written last time holds for it (its per-round values); the markdown lists those rows, so a partial rerun
 refreshes only what it reran.
 """
 import argparse, json, sys
@@ -44,8 +45,8 @@ def previous_table(out, stem:str) -> dict:
 
 def rounds_of(run_dir, category, K, kept:dict|None=None, label:str|None=None) -> dict:
     """{round index: metrics} of the finished rounds of one run at K (read and validated by the protocol's reader).
-    When the run folder is absent, the rounds of `kept` (that run's row in the previous table file) instead."""
-    if not Path(run_dir).exists() and kept:
+    When the run has no folder for this category here, the rounds of `kept` (that row in the previous table file) instead."""
+    if not (Path(run_dir)/category).exists() and kept:
         KEPT.append((label or Path(run_dir).name, category, K))
         return {int(r): {v: kept[v][i] for v in VALUES if v in kept} for i, r in enumerate(kept["rounds"])}
     found = {int(p.stem[5:]): load_round(p) for p in sorted((Path(run_dir)/category/f"k{K}").glob("round*.json"))}
@@ -145,14 +146,14 @@ def main(argv=None):
     js, prev = {}, previous_table(out, "dfd_tables")
     t, d = method_table(res, "magnetic_tile", (1, 2, 4),
                         [("dfd", "dfd_lite0"), ("simplenet", "simplenet_lite0"), ("knn", "knn_lite0"),
-                         ("regad", "regad_lite0")], True, prev.get("magnetic_tile"))
+                         ("regad", "lee/regad")], True, prev.get("magnetic_tile"))
     md += ["## magnetic_tile\n", t]; js["magnetic_tile"] = d
     t, d = ablation_table(res, "magnetic_tile", previous=prev)
     md += ["## Ablations on magnetic_tile, K=2 (Δ = ablation − full DFD, paired over the same rounds, ± its standard error)\n", t]
     js["ablation_magnetic_tile_k2"] = d
     for cat in ("elpv_mono", "elpv_poly"):
         t, d = method_table(res, cat, (1, 2, 4), [("dfd", "dfd_lite0_elpv"), ("simplenet", "simplenet_lite0_elpv"),
-                                             ("knn", "knn_lite0_elpv"), ("regad", "regad_lite0_elpv")], False, prev.get(cat))
+                                             ("knn", "knn_lite0_elpv"), ("regad", "lee/regad_elpv")], False, prev.get(cat))
         md += [f"## {cat}\n", t]; js[cat] = d
     write_tables(out, "dfd_tables", "\n".join(md), dfd_tables=js)
 

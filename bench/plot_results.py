@@ -34,8 +34,8 @@ from fsad_nb.viz import (rounds_from_table, plot_metric_vs_k, plot_paired_rounds
 def readme_runs(results=ROOT/"bench"/"results") -> pd.DataFrame:
     """The rounds behind the README's tables and figures, in `load_runs`'s long format: dfd_tables.json (DFD,
     SimpleNet, patch-kNN at K = 1, 2, 4, DFD's ablations) and lee_tables.json (patch-kNN at K = 2, 4, 8, RegAD,
-    UniAD and the adversarial variants), all on the same support draws. dfd_tables.json's RegAD rows are left out:
-    they were made before RegAD's initial weights came from its config's seed; lee_tables.json holds its current runs.
+    UniAD and the adversarial variants), all on the same support draws. RegAD is read from lee_tables.json alone
+    (dfd_tables.json repeats the same runs at K = 2 and 4 beside DFD).
     A round present in both files (patch-kNN at K = 2, 4) must agree to 0.05 points."""
     a = rounds_from_table(Path(results)/"dfd_tables.json")
     a, b = a[a.method != "regad"], rounds_from_table(Path(results)/"lee_tables.json")
