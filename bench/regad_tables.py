@@ -25,7 +25,7 @@ VARIANTS = {  # name in the table -> (run folder under results/, A, F, S)
     "regad_AF": ("regad_ablation/AF", "A", "F", "–"),
     "regad": ("lee/regad", "A", "F", "S"),
 }
-T.NAMES.update({n: "RegAD " + ("+".join(c for c in abc if c != "–") or "without A, F, S")
+T.NAMES.update({n: ("RegAD with " + "+".join(c for c in abc if c != "–")) if set(abc) != {"–"} else "RegAD without A, F, S"
                 for n, (_, *abc) in VARIANTS.items()} | {"regad": "RegAD (A+F+S)"})
 SHOTS = (2, 4, 8)
 
